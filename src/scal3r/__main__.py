@@ -1,0 +1,5 @@
+import sys
+
+from scal3r.cli import main
+
+sys.exit(main())
