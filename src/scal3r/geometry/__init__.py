@@ -1,0 +1,9 @@
+"""Geometric backend: cameras, Sim(3), chunk alignment, loops, pose graph, fusion.
+
+It serves any feed-forward model's chunk outputs and never imports `scal3r.model` or
+`scal3r.engine`. Entry point: `assemble(chunk_outputs, chunk_ranges, loops=None)`.
+"""
+
+from scal3r.geometry.assemble import BackendConfig, Reconstruction, assemble, frame_owners
+
+__all__ = ["BackendConfig", "Reconstruction", "assemble", "frame_owners"]

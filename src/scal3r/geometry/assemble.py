@@ -1,0 +1,327 @@
+"""`assemble`: chunk outputs of any feed-forward model → one trajectory in one frame.
+
+Steps: decode each chunk's cameras; Sim(3) between consecutive chunks from the point maps of
+their shared frames; loop constraints from loop chunks; a Sim(3) pose graph when there are loops
+(without loops the chain of pairwise alignments is already the graph's optimum); then every frame
+from the chunk that owns it, moved into the first chunk's frame.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from scal3r.errors import InputError
+from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
+from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid, reference_row
+from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
+from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
+from scal3r.geometry.sim3 import nearest_rotation, sim3_split
+from scal3r.progress import ProgressFn, report
+
+
+@dataclass
+class BackendConfig:
+    """Settings of `assemble`. `BackendConfig()` is ours; `BackendConfig.release()` the release's."""
+
+    align: AlignConfig = field(default_factory=AlignConfig)
+    point_source: str = "depth"  # "depth": unproject depth with the decoded camera (release); "world_points"
+    ownership: str = "halves"  # "halves": overlap split in halves (release); "central": most central row
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    pose_graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
+    # A loop whose pose-graph weight ends below this is reported as rejected and removed.
+    min_loop_weight: float = 0.1
+
+    def __post_init__(self):
+        if self.point_source not in ("depth", "world_points"):
+            raise ValueError(f"point_source must be 'depth' or 'world_points', got {self.point_source!r}")
+        if self.ownership not in ("halves", "central"):
+            raise ValueError(f"ownership must be 'halves' or 'central', got {self.ownership!r}")
+
+    @classmethod
+    def release(cls) -> "BackendConfig":
+        """The Scal3R release's post-processing (sim3_wet on depth points, overlap halves)."""
+        return cls(align=AlignConfig.release(), point_source="depth", ownership="halves")
+
+
+@dataclass
+class Reconstruction:
+    """Per-frame cameras and depths in the first chunk's frame (N frames, M chunks)."""
+
+    c2w: np.ndarray  # (N, 4, 4) float64 rigid camera-to-world (rotation orthonormal)
+    K: np.ndarray  # (N, 3, 3) float64 intrinsics
+    depth: np.ndarray  # (N, H, W) float32 z-depth in world units (chunk depth × chunk scale)
+    depth_conf: np.ndarray  # (N, H, W) float32 confidence of the owning chunk
+    chunk_sim3: np.ndarray  # (M, 4, 4) [[sR, t], [0, 1]]: chunk frame → world
+    src_chunk: np.ndarray  # (N,) chunk that supplied each frame
+    src_row: np.ndarray  # (N,) row of the frame in that chunk (ascending order)
+    frame_scale: np.ndarray  # (N,) scale of the owning chunk (c2w·diag(s,s,s,1) is the release's c2w)
+    pair_fits: List[Sim3Fit]  # (M−1) fits: chunk b+1 → chunk b
+    loops: List[LoopReport]  # one per loop chunk given
+    pose_graph_iterations: int = 0
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.c2w.shape[0])
+
+    def release_c2w(self) -> np.ndarray:
+        """(N, 4, 4) the release's camera-to-world: chunk Sim(3) @ inverse(w2c), scale in the rotation block."""
+        out = self.c2w.copy()
+        out[:, :3, :3] *= self.frame_scale[:, None, None]
+        return out
+
+
+_KEYS = ("pose_enc", "depth", "depth_conf")
+
+
+def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) -> ChunkView:
+    for key in _KEYS:
+        if key not in out:
+            raise InputError(f"{label} has no '{key}'")
+    depth = as_numpy(out["depth"], dtype=np.float32)
+    if depth.ndim == 4 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 3:
+        raise InputError(f"{label}: depth must be (n, H, W) or (n, H, W, 1), got {tuple(depth.shape)}")
+    n, H, W = depth.shape
+    if n != len(frames):
+        raise InputError(f"{label} has {n} depth rows for {len(frames)} frames")
+    conf = as_numpy(out["depth_conf"], dtype=np.float32)
+    if conf.ndim == 4 and conf.shape[-1] == 1:
+        conf = conf[..., 0]
+    if conf.shape != depth.shape:
+        raise InputError(f"{label}: depth_conf shape {tuple(conf.shape)} differs from depth {tuple(depth.shape)}")
+    pose_enc = as_numpy(out["pose_enc"])
+    if pose_enc.shape != (n, 9):
+        raise InputError(f"{label}: pose_enc must be ({n}, 9), got {tuple(pose_enc.shape)}")
+    try:
+        w2c, K = decode_pose_encoding(pose_enc, H, W)
+    except InputError as err:
+        raise InputError(f"{label}: {err}") from None
+    bad = ~np.isfinite(depth) | ~np.isfinite(conf)
+    if bad.any():
+        warnings.warn(f"{label}: {bad.mean():.1%} of depth/confidence values are NaN or infinite; "
+                      "they are ignored", RuntimeWarning, stacklevel=3)
+    wp = wpc = None
+    if need_points:
+        if "world_points" not in out or "world_points_conf" not in out:
+            raise InputError(f"{label} has no 'world_points'/'world_points_conf' (point_source='world_points')")
+        wp = as_numpy(out["world_points"], dtype=np.float32)
+        wpc = as_numpy(out["world_points_conf"], dtype=np.float32)
+    return ChunkView(frames=np.asarray(frames, dtype=np.int64), w2c=w2c, K=K, depth=depth, depth_conf=conf,
+                     world_points=wp, world_points_conf=wpc)
+
+
+def _check_ranges(chunk_ranges, n_outputs: int) -> List[Tuple[int, int]]:
+    ranges = [(int(a), int(b)) for a, b in as_numpy(chunk_ranges, dtype=np.int64).reshape(-1, 2)]
+    if len(ranges) != n_outputs:
+        raise InputError(f"{n_outputs} chunk outputs for {len(ranges)} chunk ranges")
+    if not ranges:
+        raise InputError("no chunks to assemble")
+    if ranges[0][0] != 0:
+        raise InputError(f"the first chunk must start at frame 0, got {ranges[0][0]}")
+    for b, (s, e) in enumerate(ranges):
+        if e <= s:
+            raise InputError(f"chunk {b} has an empty range [{s}, {e})")
+        if b > 0:
+            ps, pe = ranges[b - 1]
+            if s <= ps or e <= pe:
+                raise InputError(f"chunk ranges must increase: chunk {b - 1} [{ps}, {pe}), chunk {b} [{s}, {e})")
+            if s >= pe:
+                raise InputError(f"chunks {b - 1} [{ps}, {pe}) and {b} [{s}, {e}) share no frame; "
+                                 "consecutive chunks must overlap to be aligned")
+            if pe - s == 1:
+                warnings.warn(f"chunks {b - 1} and {b} share a single frame; their alignment rests on "
+                              "one depth map and may be poorly constrained", RuntimeWarning, stacklevel=3)
+    return ranges
+
+
+def frame_owners(chunk_ranges: Sequence[Tuple[int, int]], ownership: str = "halves") -> Tuple[np.ndarray, np.ndarray]:
+    """Which chunk supplies each frame. → (src_chunk (N,), src_row (N,)).
+
+    "halves" (release): the frames two consecutive chunks share go, first half (⌊n/2⌋ frames) to
+    the earlier chunk, the rest to the later one. "central": the chunk in which the frame's row
+    is closest to the chunk's reference row (relative to the chunk length), ties to the earlier.
+    """
+    N = max(e for _, e in chunk_ranges)
+    src_chunk = -np.ones(N, dtype=np.int64)
+    if ownership == "halves":
+        for b, (s, e) in enumerate(chunk_ranges):
+            src_chunk[s:e] = np.where(src_chunk[s:e] < 0, b, src_chunk[s:e])
+        for b in range(len(chunk_ranges) - 1):
+            s_next = chunk_ranges[b + 1][0]
+            e_prev = chunk_ranges[b][1]
+            shared = np.arange(s_next, e_prev)
+            src_chunk[shared[: len(shared) // 2]] = b
+            src_chunk[shared[len(shared) // 2:]] = b + 1
+    else:
+        best = np.full(N, np.inf)
+        for b, (s, e) in enumerate(chunk_ranges):
+            n = e - s
+            rows = np.arange(n)
+            dist = np.abs(rows - reference_row(n)) / n
+            frames = np.arange(s, e)
+            better = dist < best[frames] - 1e-12
+            src_chunk[frames[better]] = b
+            best[frames[better]] = dist[better]
+    if np.any(src_chunk < 0):
+        missing = np.nonzero(src_chunk < 0)[0]
+        raise InputError(f"frames {missing[:5].tolist()}… are in no chunk")
+    starts = np.array([s for s, _ in chunk_ranges])
+    return src_chunk, np.arange(N) - starts[src_chunk]
+
+
+def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales: np.ndarray,
+               config: BackendConfig) -> Tuple[Optional[Sim3Edge], LoopReport]:
+    """Loop chunk → (edge between its two chunks, report); edge None when rejected."""
+    if "frames" not in loop:
+        raise InputError(f"loop {k} has no 'frames'")
+    frames = as_numpy(loop["frames"], dtype=np.int64).reshape(-1)
+    end_a, end_b = split_loop_ends(frames)
+    label = f"loop {k}"
+    def reject(reason, chunks=(-1, -1), **kw):
+        warnings.warn(f"{label} (frames {int(end_a[0])}…{int(end_b[0])}) dropped: {reason}", RuntimeWarning, stacklevel=3)
+        return None, LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=chunks, accepted=False,
+                                reason=reason, **kw)
+
+    def best_chunk(end):
+        counts = [(np.isin(end, v.frames).sum(), -b) for b, v in enumerate(views)]
+        n, neg_b = max(counts)
+        return (-neg_b if n > 0 else -1), end[np.isin(end, views[-neg_b].frames)] if n > 0 else end[:0]
+
+    ca, shared_a = best_chunk(end_a)
+    cb, shared_b = best_chunk(end_b)
+    if ca < 0 or cb < 0:
+        return reject("it shares no frame with a chunk at one end")
+    if ca == cb:
+        return reject(f"both ends lie in chunk {ca}", (ca, cb))
+    if ca > cb:
+        ca, cb, shared_a, shared_b = cb, ca, shared_b, shared_a
+    try:
+        view = _to_view(loop, frames, label, config.point_source == "world_points")
+    except InputError as err:
+        return reject(str(err), (ca, cb))
+    cfg = config.align
+    from scal3r.geometry.align import overlap_points, robust_sim3
+
+    fits = []
+    for c, shared in ((ca, shared_a), (cb, shared_b)):
+        src, tar, w, used = overlap_points(views[c], view, shared, cfg, config.point_source)
+        if src.shape[0] < max(config.loop.min_points, cfg.min_points):
+            return reject(f"only {src.shape[0]} confident points shared with chunk {c}", (ca, cb))
+        try:
+            fits.append(robust_sim3(src, tar, w, cfg, n_frames=used))
+        except InputError as err:
+            return reject(str(err), (ca, cb))
+    ratio = max(f.rms_residual / max(f.spread, 1e-300) for f in fits)
+    ref_scale = float(np.exp(np.median(np.log(seq_scales)))) if seq_scales.size else 1.0
+    worst_scale = max(abs(np.log(f.scale / ref_scale)) for f in fits)
+    Z, info = compose_loop_constraint(fits[0].matrix, fits[1].matrix, fits[0].information, fits[1].information)
+    z_scale = float(sim3_split(Z)[0])
+    if ratio > config.loop.max_residual_ratio:
+        return reject(f"alignment residual {ratio:.3f} of the point spread exceeds {config.loop.max_residual_ratio}",
+                      (ca, cb), scale=z_scale, residual_ratio=ratio)
+    if worst_scale > np.log(config.loop.max_scale_ratio):
+        return reject(f"implausible scale: a side's scale is {np.exp(worst_scale):.2f}× the typical pair scale",
+                      (ca, cb), scale=z_scale, residual_ratio=ratio)
+    edge = Sim3Edge(i=ca, j=cb, measurement=Z, information=info, kind="loop")
+    return edge, LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=(ca, cb), accepted=True,
+                            scale=z_scale, residual_ratio=ratio)
+
+
+def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Sequence[Mapping]] = None,
+             config: Optional[BackendConfig] = None, progress: Optional[ProgressFn] = None) -> Reconstruction:
+    """Chunk outputs → per-frame cameras and depths in the first chunk's frame.
+
+    chunk_outputs[b]: dict with rows in ascending frame order chunk_ranges[b][0] … [1]−1:
+      "pose_enc" (n, 9), "depth" (n, H, W[, 1]), "depth_conf" (n, H, W) and, for
+      point_source="world_points", "world_points" (n, H, W, 3), "world_points_conf" (n, H, W).
+    chunk_ranges: (M, 2) half-open frame ranges, increasing, consecutive chunks overlapping.
+    loops: optional loop chunks, each a dict with "frames" (n,) (global frame of each row) and the
+      same per-row keys; each gives a constraint between the chunks holding its two ends.
+    """
+    config = config or BackendConfig()
+    ranges = _check_ranges(chunk_ranges, len(chunk_outputs))
+    M = len(ranges)
+    need_points = config.point_source == "world_points"
+    views = [_to_view(out, np.arange(s, e), f"chunk {b}", need_points) for b, (out, (s, e)) in
+             enumerate(zip(chunk_outputs, ranges))]
+    H, W = views[0].depth.shape[-2:]
+    for b, v in enumerate(views):
+        if v.depth.shape[-2:] != (H, W):
+            raise InputError(f"chunk {b} has {v.depth.shape[-2:]} depth maps, chunk 0 has {(H, W)}")
+
+    # Sequential alignment: fit b maps chunk b+1 into chunk b.
+    fits: List[Sim3Fit] = []
+    for b in range(M - 1):
+        shared = range(ranges[b + 1][0], ranges[b][1])
+        fits.append(align_views(views[b], views[b + 1], shared, config.align, config.point_source,
+                                label=f"chunks {b} and {b + 1}"))
+        report(progress, "align", b + 1, M - 1)
+    poses = chain_poses([f.matrix for f in fits])
+
+    # Loops.
+    reports: List[LoopReport] = []
+    loop_edges: List[Tuple[int, Sim3Edge]] = []
+    seq_scales = np.array([f.scale for f in fits if f.method == "points"])
+    for k, loop in enumerate(loops or []):
+        edge, rep = _loop_edge(k, loop, views, ranges, seq_scales, config)
+        reports.append(rep)
+        if edge is not None:
+            loop_edges.append((k, edge))
+        report(progress, "loops", k + 1, len(loops))
+
+    iterations = 0
+    if loop_edges:
+        seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential") for b, f in enumerate(fits)]
+        active = list(loop_edges)
+        while True:
+            result = optimize_pose_graph(poses, seq_edges + [e for _, e in active], config.pose_graph)
+            iterations += result.iterations
+            weights = result.edge_weights[len(seq_edges):]
+            for (k, _), w in zip(active, weights):
+                reports[k].weight = float(w)
+            weak = [i for i, w in enumerate(weights) if w < config.min_loop_weight]
+            if not weak:
+                break
+            for i in weak:
+                k = active[i][0]
+                reports[k].accepted = False
+                reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
+                                     f"{weights[i]:.3f} < {config.min_loop_weight})")
+                warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=2)
+            active = [a for i, a in enumerate(active) if i not in weak]
+            if not active:
+                result = None
+                break
+        if result is not None:
+            poses = result.poses
+        report(progress, "pose_graph", 1, 1)
+
+    # Frames from their owning chunk.
+    src_chunk, src_row = frame_owners(ranges, config.ownership)
+    N = src_chunk.shape[0]
+    scales, rotations, translations = sim3_split(poses)
+    rotations = nearest_rotation(rotations)  # float32 SVDs (release mode) leave ~1e-7 non-orthogonality
+    c2w = np.zeros((N, 4, 4))
+    K = np.zeros((N, 3, 3))
+    depth = np.empty((N, H, W), dtype=np.float32)
+    depth_conf = np.empty((N, H, W), dtype=np.float32)
+    for b, v in enumerate(views):
+        frames = np.nonzero(src_chunk == b)[0]
+        if frames.size == 0:
+            continue
+        rows = src_row[frames]
+        local = invert_rigid(v.w2c[rows])
+        c2w[frames, :3, :3] = rotations[b] @ local[:, :3, :3]
+        c2w[frames, :3, 3] = scales[b] * local[:, :3, 3] @ rotations[b].T + translations[b]
+        c2w[frames, 3, 3] = 1.0
+        K[frames] = v.K[rows]
+        depth[frames] = v.depth[rows] * np.float32(scales[b])
+        depth_conf[frames] = v.depth_conf[rows]
+    return Reconstruction(c2w=c2w, K=K, depth=depth, depth_conf=depth_conf, chunk_sim3=poses, src_chunk=src_chunk,
+                          src_row=src_row, frame_scale=scales[src_chunk], pair_fits=fits, loops=reports,
+                          pose_graph_iterations=iterations)
