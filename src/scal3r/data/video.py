@@ -86,14 +86,17 @@ def write_video(
     """Encode frames to a video file (mp4/mkv/mov/avi by extension) and return the frame count.
 
     frames: uint8 (H, W, 3) arrays, or float tensors (3, H, W) in [0, 1]; all the same even size
-    (4:2:0 chroma needs even sides). codec: default libx264 (mpeg4 if this FFmpeg lacks it).
+    (4:2:0 chroma needs even sides). codec: default libx264 (mpeg4 if this FFmpeg lacks it);
+    mjpeg gives intra-only files.
     Frames are consumed one at a time, so a generator keeps memory flat.
     """
     av = require_av()
     rate = Fraction(fps).limit_denominator(1001)
     if codec is None:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    container = av.open(str(path), "w")
+    # faststart puts the index first, so a partly written or streamed mp4 can still be opened.
+    faststart = Path(path).suffix.lower() in (".mp4", ".mov", ".m4v")
+    container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
     stream = None
     count = 0
     try:
@@ -104,7 +107,9 @@ def write_video(
                 if h % 2 or w % 2:
                     raise ValueError(f"video frames need even sides, got {h}x{w}")
                 stream = container.add_stream(codec, rate=rate)
-                stream.height, stream.width, stream.pix_fmt = h, w, "yuv420p"
+                # MJPEG wants full-range 4:2:0; everything else the usual limited-range 4:2:0.
+                stream.height, stream.width = h, w
+                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
                 if codec == "libx264":
                     stream.options = {"crf": str(crf)}
             elif rgb.shape[:2] != (stream.height, stream.width):
