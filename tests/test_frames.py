@@ -261,6 +261,29 @@ def test_mkv_without_frame_count_is_counted_by_scanning(tmp_path, video_rgbs):
     assert len(read_frames(open_frames(path, FrameOptions(resolution=84)))) == 7
 
 
+def test_video_display_rotation_is_applied(tmp_path):
+    """Phones store portrait video landscape plus a display matrix; frames come out upright."""
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        if not hasattr(s, "set_display_rotation"):
+            pytest.skip("this PyAV cannot write a display matrix")
+        s.set_display_rotation(90)  # counter-clockwise, as VideoFrame.rotation reads it
+        for seed in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(smooth_image(64, 96, seed), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    info = probe_video(path)
+    assert info.rotation == 90 and (info.height, info.width) == (96, 64)
+    src = open_frames(path, FrameOptions(resolution=56))
+    assert src.input_size == (96, 64)
+    upright = [np.rot90(f, k=1) for f in decode_video_rgb(path)]  # k=1: counter-clockwise
+    want = release_preprocess(upright, 56)
+    assert torch.equal(read_frames(src).images(), torch.stack([img for img, _ in want]))
+
+
 # --- streaming ---------------------------------------------------------------------------------------
 
 def test_folder_is_streamed_one_frame_at_a_time(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 `open_frames(INPUT, options)` returns a `FrameSource` that knows how many frames it plans to give
 (`len`), the network input size (`size`), and yields `Frame`s lazily: each frame is decoded once,
 preprocessed with the release's rule (`scal3r.data.preprocess`) and only then handed out, so at most
-one full-size frame is alive at a time. `read_frames` collects a source into a uint8 `FrameStack`
+one full-size frame is alive at a time (a video's first frame is also decoded once up front, to read
+its display rotation). `read_frames` collects a source into a uint8 `FrameStack`
 at the network size (a quarter of the float32 memory, and lossless: every value is u8/255).
 
 Bad input raises `InputError` with one line a user can act on. A frame that cannot be decoded is
@@ -37,7 +38,7 @@ from scal3r.data.preprocess import (
     target_size,
     to_float,
 )
-from scal3r.data.video import VIDEO_EXTENSIONS, open_video, probe_video, require_av
+from scal3r.data.video import VIDEO_EXTENSIONS, display_rotation, open_video, probe_video, require_av, upright
 from scal3r.errors import InputError
 from scal3r.progress import ProgressFn, report
 
@@ -321,12 +322,21 @@ class ImageFilesSource(FrameSource):
 # --- videos ----------------------------------------------------------------------------------
 
 def _video_frame_rgb(frame) -> np.ndarray:
-    """A decoded PyAV frame → uint8 (H, W, 3) RGB (only called for frames that are kept)."""
-    return frame.to_ndarray(format="rgb24")
+    """A decoded PyAV frame → upright uint8 (H, W, 3) RGB (only called for frames that are kept).
+
+    The display matrix is applied as FFmpeg's command line does by default, so portrait phone
+    videos come out portrait, as frames extracted with `ffmpeg -i` for the release would.
+    """
+    return upright(frame.to_ndarray(format="rgb24"), display_rotation(frame))
 
 
 class VideoSource(FrameSource):
-    """Frames of a video's first video stream, decoded in one pass; unselected frames are never converted."""
+    """Frames of a video's first video stream, decoded in one pass, turned upright.
+
+    Frames that stride / fps / max_frames leave out are decoded (inter-frame codecs need them) but
+    never converted to RGB. A packet the decoder refuses counts as one lost frame, so the frame
+    numbers after it stay right.
+    """
 
     kind = "video"
 
