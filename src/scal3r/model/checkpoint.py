@@ -1,0 +1,189 @@
+"""Checkpoints in the official layouts, loaded safely.
+
+Layouts (module prefixes of the state-dict keys):
+  scal3r  `agg_regator.`, `cam_decoder.`, `xyz_decoder.`, `dpt_decoder.`   (release `scal3r.pt`)
+  vggt    `aggregator.`, `camera_head.`, `point_head.`, `depth_head.`, `track_head.`  (VGGT-1B)
+A VGGT checkpoint has no memory units: they keep their initialisation (and the caller is told);
+the tracking head has no counterpart here and is skipped.
+
+Formats: `.safetensors`, or a torch zip/pickle file read with `torch.load(weights_only=True)` —
+arbitrary pickled objects are refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Mapping, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from scal3r.errors import CheckpointError
+
+# release prefix -> VGGT prefix
+VGGT_PREFIXES: Tuple[Tuple[str, str], ...] = (
+    ("agg_regator.", "aggregator."),
+    ("cam_decoder.", "camera_head."),
+    ("xyz_decoder.", "point_head."),
+    ("dpt_decoder.", "depth_head."),
+)
+MEMORY_MARKER = ".ttt."
+_WRAPPER_KEYS = ("state_dict", "model", "module", "sampler")
+
+
+def read_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
+    """Read a flat {name: tensor} dict from .safetensors or a torch file, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover - safetensors is a dependency
+            raise CheckpointError("reading .safetensors needs the 'safetensors' package") from e
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {_first_line(e)}") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except Exception as e:
+        msg = str(e)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "UnpicklingError" in type(e).__name__:
+            raise CheckpointError(
+                f"{path} contains pickled Python objects beyond tensors; refusing to unpickle it "
+                "(convert it to a plain state dict or .safetensors)") from e
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): {_first_line(e)}") from e
+    return _as_state_dict(obj, path)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def _as_state_dict(obj, path: Path) -> Dict[str, Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping) and not torch.is_tensor(obj[key]):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} does not hold a state dict")
+    bad = [k for k, v in obj.items() if not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors, e.g. {bad[0]!r}")
+    out = dict(obj)
+    # Checkpoints saved from DistributedDataParallel / torch.compile wrappers.
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def detect_layout(state: Mapping[str, Tensor]) -> str:
+    """'scal3r' or 'vggt', from the key prefixes."""
+    keys = list(state)
+    if any(k.startswith("agg_regator.") for k in keys):
+        return "scal3r"
+    if any(k.startswith("aggregator.") for k in keys):
+        return "vggt"
+    raise CheckpointError(
+        "checkpoint has neither Scal3R ('agg_regator.*') nor VGGT ('aggregator.*') keys; "
+        f"first key: {keys[0]!r}")
+
+
+def to_release_layout(state: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], str, List[str]]:
+    """Rename a VGGT state dict to the release's prefixes; returns (state, layout, skipped keys)."""
+    layout = detect_layout(state)
+    if layout == "scal3r":
+        return dict(state), layout, []
+    out, skipped = {}, []
+    for key, value in state.items():
+        for ours, theirs in VGGT_PREFIXES:
+            if key.startswith(theirs):
+                out[ours + key[len(theirs):]] = value
+                break
+        else:
+            skipped.append(key)
+    return out, layout, skipped
+
+
+def load_into(model: nn.Module, path: Union[str, Path], strict: bool = True) -> List[str]:
+    """Load a checkpoint into `model`; strict by default. Returns notes for the user."""
+    state, layout, skipped = to_release_layout(read_state_dict(path))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    notes = []
+    if layout == "vggt":
+        memory_missing = [k for k in missing if MEMORY_MARKER in k]
+        missing = [k for k in missing if MEMORY_MARKER not in k]
+        if memory_missing:
+            notes.append(f"VGGT checkpoint: the {len({k.split(MEMORY_MARKER)[0] for k in memory_missing})} memory units "
+                         "keep their initialisation (no test-time-training weights in VGGT)")
+        if skipped:
+            notes.append(f"VGGT checkpoint: skipped {len(skipped)} tensors without a counterpart here (e.g. {skipped[0]})")
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})")
+    if strict and missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({layout} layout): " + "; ".join(problems)
+                              + " — wrong --preset or config?")
+    for key, value in state.items():
+        if key in own and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"checkpoint {path}: tensor {key} contains NaN or infinite values")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return notes
+
+
+def from_release_layout(state: Mapping[str, Tensor], layout: str) -> Dict[str, Tensor]:
+    """Our state dict in `layout` ('scal3r' as is; 'vggt' renamed, memory units dropped)."""
+    if layout == "scal3r":
+        return dict(state)
+    if layout != "vggt":
+        raise CheckpointError(f"unknown checkpoint layout {layout!r} (scal3r or vggt)")
+    out = {}
+    for key, value in state.items():
+        if MEMORY_MARKER in key:
+            continue
+        for ours, theirs in VGGT_PREFIXES:
+            if key.startswith(ours):
+                out[theirs + key[len(ours):]] = value
+                break
+    return out
+
+
+def save_state_dict(state: Mapping[str, Tensor], path: Union[str, Path], layout: str = "scal3r") -> None:
+    """Write atomically (temp file + rename): .safetensors by suffix, else torch.save."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in from_release_layout(state, layout).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, tmp)
+        else:
+            torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
