@@ -141,6 +141,21 @@ def test_list_file_relative_paths_stride_and_max(tmp_path):
     assert thin.names == ["5.png", "3.png"] and thin.source_indices == [0, 2]
 
 
+def test_grey_alpha_palette_and_16bit_images_become_rgb(tmp_path):
+    from scal3r.data.frames import decode_image
+
+    rgb = smooth_image(28, 42, 0)
+    grey = rgb[..., 0]
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full((28, 42), 7, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit grey
+    assert np.array_equal(decode_image(tmp_path / "grey.png"), np.repeat(grey[..., None], 3, 2))
+    assert np.array_equal(decode_image(tmp_path / "rgba.png"), rgb)  # alpha dropped, not blended
+    assert decode_image(tmp_path / "pal.png").shape == (28, 42, 3)
+    assert np.array_equal(decode_image(tmp_path / "deep.png"), np.repeat(grey[..., None], 3, 2))
+
+
 # --- the release's preprocessing ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["tiny_conv", "tiny_dinov2"])
@@ -312,6 +327,7 @@ def test_folder_is_streamed_one_frame_at_a_time(tmp_path, monkeypatch):
     assert len(decoded) == 5 + 30  # one decode per frame
     assert stack.rgb8.dtype == torch.uint8 and stack.rgb8.shape == (30, 3, 28, 42)
     assert calls[-1] == ("decode", 30, 30) and len(calls) == 30
+    assert torch.equal(stack.take([5, 2]), torch.stack([stack.images(5, 6)[0], stack.images(2, 3)[0]]))
 
 
 @needs_av

@@ -83,7 +83,7 @@ class FrameOptions:
             raise InputError(f"stride must be >= 1, got {self.stride}")
         if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
             raise InputError(f"fps must be a positive number, got {self.fps}")
-        self.preprocess  # validates resolution / align
+        PreprocessOptions(resolution=self.resolution, align=self.align)  # raises on a bad size
 
     @property
     def preprocess(self) -> PreprocessOptions:
@@ -140,6 +140,10 @@ class FrameStack:
     def images(self, start: int = 0, end: Optional[int] = None) -> torch.Tensor:
         """float32 (n, 3, H, W) in [0, 1] for frames [start, end)."""
         return to_float(self.rgb8[start:end])
+
+    def take(self, indices: Sequence[int]) -> torch.Tensor:
+        """float32 (len(indices), 3, H, W) in [0, 1], in the given order (e.g. a chunk's feed order)."""
+        return to_float(self.rgb8[torch.as_tensor(list(indices), dtype=torch.long)])
 
 
 class FrameSource:
