@@ -89,7 +89,11 @@ def release_preprocess(rgbs, proc_max_size, align=14, center_crop=True):
             sw = int(round(ixt[0, 2].item())) - tw // 2
         else:
             sh = sw = 0
-        img = img[sh:sh + th, sw:sw + tw]
+        # Out of bounds (only with an odd align) the release zero-pads before slicing.
+        pt, pl = max(0, -sh), max(0, -sw)
+        pb, pr = max(0, sh + th - img.shape[0]), max(0, sw + tw - img.shape[1])
+        img = torch.nn.functional.pad(img, (0, 0, pl, pr, pt, pb), value=0.0)
+        img = img[sh + pt:sh + pt + th, sw + pl:sw + pl + tw]
         ixt[0, 2] -= sw
         ixt[1, 2] -= sh
         out.append((img.permute(2, 0, 1).contiguous(), ixt))
@@ -175,23 +179,24 @@ def test_parity_fixture_round_trip(tmp_path, name):
 
 
 @pytest.mark.parametrize(
-    "hw, resolution, center_crop",
+    "hw, resolution, center_crop, align",
     [
-        ((61, 97), 84, True),     # downscale, crop rows
-        ((100, 150), 518, True),  # upscale
-        ((300, 200), 518, True),  # portrait, round(55.5) half-to-even
-        ((375, 1242), 518, True),  # KITTI aspect
-        ((61, 97), 84, False),    # top-left crop
-        ((61, 97), 0, True),      # native size, floored to /14 (still resizes to cover)
+        ((61, 97), 84, True, 14),     # downscale, crop rows
+        ((100, 150), 518, True, 14),  # upscale
+        ((300, 200), 518, True, 14),  # portrait, round(55.5) half-to-even
+        ((375, 1242), 518, True, 14),  # KITTI aspect
+        ((61, 97), 84, False, 14),    # top-left crop
+        ((61, 97), 0, True, 14),      # native size, floored to /14 (still resizes to cover)
+        ((61, 97), 35, True, 7),      # odd align: round(17.5) overshoots, the release zero-pads
     ],
 )
-def test_matches_release_rule(tmp_path, hw, resolution, center_crop):
+def test_matches_release_rule(tmp_path, hw, resolution, center_crop, align):
     rgbs = [smooth_image(*hw, seed) for seed in range(2)]
     for i, rgb in enumerate(rgbs):
         write_png(tmp_path / f"{i}.png", rgb)
-    opts = FrameOptions(resolution=resolution, center_crop=center_crop)
+    opts = FrameOptions(resolution=resolution, center_crop=center_crop, align=align)
     got = list(open_frames(tmp_path, opts))
-    want = release_preprocess(rgbs, resolution, center_crop=center_crop)
+    want = release_preprocess(rgbs, resolution, align=align, center_crop=center_crop)
     for frame, (img, ixt) in zip(got, want):
         assert frame.image.shape == img.shape
         assert torch.equal(frame.image, img)

@@ -10,8 +10,9 @@ does, per frame, on an RGB image with values u8/255:
    `max(align, round(side * ratio / align) * align)` with Python's round (half to even). The resize
    is PIL bicubic on uint8 (values `(x * 255).astype(uint8)`), skipped when the size does not change.
 3. Crop to the target: centred on the dummy camera's principal point (start = round(cy) - target // 2,
-   cy = H/2 scaled by the resize in float32; this is (resized - target) // 2 for even sizes), or
-   from the top-left corner when `center_crop` is false.
+   cy = H/2 scaled by the resize in float32; this is (resized - target) // 2 for even sizes, and
+   zero-pads where an odd `align` pushes it past the edge), or from the top-left corner when
+   `center_crop` is false.
 
 Because every decoded pixel is u8/255 and `(u8 / 255 * 255).astype(uint8) == u8` for all 256 values
 in float32, running the whole rule on uint8 arrays and dividing by 255 at the end is bit-identical
@@ -125,10 +126,8 @@ def plan_transform(input_hw: HW, output_hw: HW, options: PreprocessOptions = Pre
         top, left = int(round(float(cy))) - th // 2, int(round(float(cx))) - tw // 2
     else:
         top, left = 0, 0
-    if top < 0 or left < 0 or top + th > rh or left + tw > rw:
-        # Cannot happen for the covering resize above (it rounds up to the target on the driving
-        # side); the release would zero-pad here. Fail loudly rather than silently differ.
-        raise AssertionError(f"crop {output_hw} at {(top, left)} does not fit {(rh, rw)}")
+    # With an even `align` the crop always fits; with an odd one, round(cy) can push it one pixel
+    # past the edge, where the release zero-pads (`apply_transform` does the same).
     return FrameTransform(input_hw=(h, w), resized_hw=(rh, rw), crop_tl=(top, left), output_hw=(th, tw))
 
 
@@ -141,7 +140,13 @@ def apply_transform(rgb: np.ndarray, transform: FrameTransform) -> np.ndarray:
         rgb = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))
     top, left = transform.crop_tl
     th, tw = transform.output_hw
-    return np.ascontiguousarray(rgb[top:top + th, left:left + tw])
+    rh, rw = rgb.shape[:2]
+    if top >= 0 and left >= 0 and top + th <= rh and left + tw <= rw:
+        return np.ascontiguousarray(rgb[top:top + th, left:left + tw])
+    out = np.zeros((th, tw) + rgb.shape[2:], dtype=rgb.dtype)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + th, rh), min(left + tw, rw)
+    out[y0 - top:y1 - top, x0 - left:x1 - left] = rgb[y0:y1, x0:x1]
+    return out
 
 
 def preprocess_rgb(rgb: np.ndarray, output_hw: HW, options: PreprocessOptions = PreprocessOptions()):
