@@ -262,11 +262,14 @@ def image_size(path: Union[str, Path]) -> HW:
 def list_images(folder: Union[str, Path]) -> List[Path]:
     """Image files directly in `folder` (png/jpg/jpeg/bmp, any case, no hidden files), natural order."""
     folder = Path(folder)
-    names = [
-        e.name
-        for e in os.scandir(folder)
-        if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
-    ]
+    try:
+        names = [
+            e.name
+            for e in os.scandir(folder)
+            if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+        ]
+    except OSError as exc:
+        raise InputError(f"cannot list folder {folder}: {_first_line(exc)}") from None
     return [folder / n for n in sorted(names, key=natural_key)]
 
 
