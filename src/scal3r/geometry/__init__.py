@@ -5,5 +5,12 @@ It serves any feed-forward model's chunk outputs and never imports `scal3r.model
 """
 
 from scal3r.geometry.assemble import BackendConfig, Reconstruction, assemble, frame_owners
+from scal3r.geometry.fuse import FusionConfig, PointCloud, fuse_frames, fuse_reconstruction
+from scal3r.geometry.loops import (LoopCandidate, LoopConfig, LoopReport, find_loop_candidates, loop_chunk_frames,
+                                   thumbnail_descriptors)
 
-__all__ = ["BackendConfig", "Reconstruction", "assemble", "frame_owners"]
+__all__ = [
+    "BackendConfig", "Reconstruction", "assemble", "frame_owners",
+    "FusionConfig", "PointCloud", "fuse_frames", "fuse_reconstruction",
+    "LoopCandidate", "LoopConfig", "LoopReport", "find_loop_candidates", "loop_chunk_frames", "thumbnail_descriptors",
+]

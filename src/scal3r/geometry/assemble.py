@@ -8,6 +8,7 @@ from the chunk that owns it, moved into the first chunk's frame.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -278,8 +279,13 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
     if loop_edges:
         seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential") for b, f in enumerate(fits)]
         active = list(loop_edges)
+        # Least squares first: from the drifted chain every loop looks like an outlier to a robust
+        # kernel, so the kernel only starts from the least-squares solution.
+        l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
+        start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2)
+        iterations += start.iterations
         while True:
-            result = optimize_pose_graph(poses, seq_edges + [e for _, e in active], config.pose_graph)
+            result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph)
             iterations += result.iterations
             weights = result.edge_weights[len(seq_edges):]
             for (k, _), w in zip(active, weights):

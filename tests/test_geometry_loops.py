@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from scal3r.errors import InputError
+from scal3r.geometry.loops import (LoopCandidate, LoopConfig, compose_loop_constraint, find_loop_candidates,
+                                   loop_chunk_frames, split_loop_ends, thumbnail_descriptors)
+from scal3r.geometry.sim3 import sim3_exp, sim3_inverse
+
+
+def _ring_descriptors(n, period, dim=64, seed=0):
+    """Descriptors of a drive that passes the same places every `period` frames."""
+    rng = np.random.default_rng(seed)
+    places = rng.normal(size=(period, dim))
+    d = places[np.arange(n) % period] + 0.05 * rng.normal(size=(n, dim))
+    return d
+
+
+def test_candidates_find_revisits_with_gap_and_nms():
+    d = _ring_descriptors(300, 200)
+    cands = find_loop_candidates(d, LoopConfig(similarity_threshold=0.9, nms_window=25, min_frame_gap=10))
+    assert cands, "the revisit of frames 0–99 by frames 200–299 must be found"
+    for c in cands:
+        assert c.frame_b - c.frame_a == 200
+        assert c.similarity > 0.9
+    # NMS: no two kept pairs have ends within the window.
+    a = sorted(c.frame_a for c in cands)
+    assert np.all(np.diff(a) > 25)
+    assert len(cands) >= 3  # 100 revisited frames / 26
+    # Strongest first.
+    sims = [c.similarity for c in cands]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_no_candidates_without_revisit_or_within_gap():
+    rng = np.random.default_rng(1)
+    assert find_loop_candidates(rng.normal(size=(200, 64))) == []
+    # Near-identical neighbours (a car standing still) are not loops.
+    still = np.repeat(rng.normal(size=(1, 64)), 8, axis=0)
+    assert find_loop_candidates(still, LoopConfig(min_frame_gap=10)) == []
+
+
+def test_thumbnail_descriptor_matches_same_image():
+    rng = np.random.default_rng(2)
+    imgs = rng.random(size=(3, 3, 64, 96)).astype(np.float32)
+    imgs[2] = imgs[0] * 0.8 + 0.1  # same view, other exposure
+    d = thumbnail_descriptors(imgs)
+    assert d.shape == (3, 32 * 32)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
+    assert d[0] @ d[2] > 0.99 and abs(d[0] @ d[1]) < 0.2
+    with pytest.raises(InputError):
+        thumbnail_descriptors(np.zeros((2, 3, 8, 8)))
+
+
+def test_loop_chunk_frames_stay_inside_each_ends_chunk():
+    ranges = [(0, 60), (30, 90), (60, 120), (90, 150), (120, 180)]
+    frames = loop_chunk_frames(LoopCandidate(2, 175, 0.95), ranges, window=10)
+    a, b = split_loop_ends(frames)
+    np.testing.assert_array_equal(a, np.arange(0, 20))
+    np.testing.assert_array_equal(b, np.arange(160, 180))
+    frames = loop_chunk_frames(LoopCandidate(40, 130, 0.95), ranges, window=10)
+    a, b = split_loop_ends(frames)
+    np.testing.assert_array_equal(a, np.arange(30, 50))
+    np.testing.assert_array_equal(b, np.arange(120, 140))
+    with pytest.raises(InputError, match="inside chunk"):
+        loop_chunk_frames(LoopCandidate(95, 110, 0.95), ranges)
+
+
+def test_composed_constraint_and_its_information():
+    rng = np.random.default_rng(3)
+    A, B = sim3_exp(rng.normal(size=7)), sim3_exp(rng.normal(size=7))
+    info = np.diag(rng.uniform(1, 10, size=7))
+    Z, info_z = compose_loop_constraint(A, B, info, 2 * info)
+    np.testing.assert_allclose(Z, A @ sim3_inverse(B), atol=1e-12)
+    # Information of the composition is symmetric positive definite and weaker than either side.
+    w = np.linalg.eigvalsh(info_z)
+    assert np.all(w > 0)
+    np.testing.assert_allclose(info_z, info_z.T, atol=1e-9 * np.abs(info_z).max())
