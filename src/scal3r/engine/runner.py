@@ -81,7 +81,7 @@ def run_chunks(
     H, W = images.shape[-2:]
     depth = agg.cfg.depth
     ps = agg.patch_start_idx
-    total_steps = len(chunks) * (depth + 2)
+    total_steps = len(chunks) * (depth + 2)  # embed, every layer, heads
     done = 0
 
     if images.ndim != 4 or images.shape[1] != 3:
@@ -124,7 +124,7 @@ def run_chunks(
         out = model.decode(features, H, W, trace=trace, trace_prefix=f"chunk{ids[b]:02d}/")
         out["frames"] = torch.as_tensor(list(frames), dtype=torch.long)
         outputs.append(out)
-        done += 2
+        done += 1
         report(progress, "network", done, total_steps)
     return outputs
 

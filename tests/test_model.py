@@ -1,0 +1,119 @@
+"""The network's public API: infer_chunks contract, synchronisation, dtypes, bad input."""
+
+import pytest
+import torch
+
+from scal3r import Scal3R
+from scal3r.engine.chunks import chunk_ranges, reference_first_order
+from scal3r.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = Scal3R.from_preset("tiny")
+    with torch.no_grad():  # make the memory's output projection matter (it starts at zero)
+        for layer in m.agg_regator.memory_layers:
+            m.agg_regator.memory(layer).proj.weight.normal_(0, 0.05)
+    return m
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(14, 3, 28, 42, generator=g)
+
+
+def test_chunk_ranges_release_rule():
+    assert chunk_ranges(24, 8, 4) == [(0, 8), (4, 12), (8, 16), (12, 20), (16, 24)]
+    assert chunk_ranges(5, 8, 4) == [(0, 5)]
+    assert chunk_ranges(100, 60, 30) == [(0, 60), (30, 90), (60, 100)]
+    assert reference_first_order(0, 8) == [3, 0, 1, 2, 4, 5, 6, 7]
+    assert reference_first_order(10, 15) == [12, 10, 11, 13, 14]
+    for bad in ((0, 8, 4), (10, 1, 0), (10, 4, 4)):
+        with pytest.raises(InputError):
+            chunk_ranges(*bad)
+
+
+def test_infer_chunks_contract(model, images):
+    ranges = chunk_ranges(len(images), 6, 2)
+    outs = model.infer_chunks(images, ranges)
+    assert len(outs) == len(ranges)
+    for (s, e), out in zip(ranges, outs):
+        n = e - s
+        assert out["frames"].tolist() == list(range(s, e))
+        assert out["pose_enc"].shape == (n, 9)
+        assert out["depth"].shape == (n, 28, 42, 1) and out["depth_conf"].shape == (n, 28, 42)
+        assert out["world_points"].shape == (n, 28, 42, 3) and out["world_points_conf"].shape == (n, 28, 42)
+        assert all(v.dtype in (torch.float32, torch.int64) for v in out.values())
+        assert (out["depth"] > 0).all() and (out["depth_conf"] > 1).all()
+
+
+def test_rows_are_ascending_although_the_middle_frame_is_fed_first(model, images):
+    """A chunk run alone through forward() in the fed order gives the same rows, permuted."""
+    s, e = 2, 8
+    out = model.infer_chunks(images[:e], [(0, e - s + 2), (s, e)], sync=False)[1]
+    order = reference_first_order(s, e)
+    direct = model(images[order])
+    inverse = torch.argsort(torch.tensor(order))
+    for key in ("pose_enc", "depth", "world_points_conf"):
+        assert torch.equal(out[key], direct[key][inverse]), key
+
+
+def test_unsynced_chunk_equals_the_chunk_alone(model, images):
+    ranges = chunk_ranges(len(images), 6, 2)
+    outs = model.infer_chunks(images, ranges, sync=False)
+    for (s, e), out in zip(ranges, outs):
+        alone = model.infer_chunks(images[s:e], [(0, e - s)], sync=False)[0]
+        for key in ("pose_enc", "depth", "world_points"):
+            assert torch.equal(out[key], alone[key]), key
+
+
+def test_synchronisation_shares_memory_across_chunks(model, images):
+    ranges = chunk_ranges(len(images), 6, 2)
+    synced = model.infer_chunks(images, ranges, sync=True)
+    unsynced = model.infer_chunks(images, ranges, sync=False)
+    assert max((a["depth"] - b["depth"]).abs().max() for a, b in zip(synced, unsynced)) > 1e-3
+    # With one chunk, synchronised and own-gradient updates coincide.
+    one = [(0, 6)]
+    assert torch.equal(model.infer_chunks(images[:6], one)[0]["depth"],
+                       model.infer_chunks(images[:6], one, sync=False)[0]["depth"])
+
+
+def test_synced_chunk_depends_on_the_other_chunks(model, images):
+    """GCS: changing frames that chunk 0 never sees changes chunk 0's output."""
+    ranges = [(0, 6), (6, 12)]
+    base = model.infer_chunks(images[:12], ranges)[0]["depth"]
+    changed = images[:12].clone()
+    changed[6:] = torch.rand_like(changed[6:])
+    assert not torch.allclose(model.infer_chunks(changed, ranges)[0]["depth"], base)
+    assert torch.equal(model.infer_chunks(changed, ranges, sync=False)[0]["depth"],
+                       model.infer_chunks(images[:12], ranges, sync=False)[0]["depth"])
+
+
+def test_bf16_autocast_runs_and_stays_close(model, images):
+    ranges = [(0, 7), (4, 11)]
+    fp32 = model.infer_chunks(images[:11], ranges)
+    bf16 = model.infer_chunks(images[:11], ranges, dtype=torch.bfloat16)
+    for a, b in zip(fp32, bf16):
+        assert b["depth"].dtype == torch.float32 and torch.isfinite(b["depth"]).all()
+        rel = ((a["depth"] - b["depth"]).abs() / a["depth"]).median()
+        assert rel < 0.1
+
+
+def test_progress_is_reported(model, images):
+    calls = []
+    model.infer_chunks(images[:8], [(0, 8)], progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert calls[-1][1] == calls[-1][2] and calls[0][0] == "network"
+
+
+@pytest.mark.parametrize("bad_images, ranges, match", [
+    (torch.full((4, 3, 28, 28), float("nan")), [(0, 4)], "NaN"),
+    (torch.rand(4, 3, 30, 28), [(0, 4)], "multiple of the patch size"),
+    (torch.rand(4, 28, 28), [(0, 4)], "shape"),
+    (torch.rand(4, 3, 28, 28), [(0, 5)], "outside"),
+    (torch.rand(4, 3, 28, 28), [(0, 2)], "in no chunk"),
+])
+def test_bad_input(model, bad_images, ranges, match):
+    with pytest.raises(InputError, match=match):
+        model.infer_chunks(bad_images, ranges)
