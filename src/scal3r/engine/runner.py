@@ -62,17 +62,21 @@ def run_chunks(
     trace: Optional[Dict[str, Tensor]] = None,
     chunk_ids: Optional[Sequence[int]] = None,
     on_update: Optional[UpdateHook] = None,
+    on_output: Optional[Callable[[int, Dict[str, Tensor]], None]] = None,
 ) -> List[Dict[str, Tensor]]:
     """Run the network over chunks of one sequence with (optionally) synchronised memory.
 
-    images: (N, 3, H, W) float in [0, 1], on any device (moved per chunk).
+    images: (N, 3, H, W) float in [0, 1] or uint8 in [0, 255] (scaled per chunk, so a long video
+    can stay in RAM at a quarter of the size), on any device (moved per chunk).
     chunks: per chunk, global frame indices in the order fed to the network (reference first).
     Returns per chunk a dict of CPU float32 tensors with rows in the fed order:
     "pose_enc" (n, 9), "depth" (n, H, W, 1), "depth_conf" (n, H, W), "world_points" (n, H, W, 3),
     "world_points_conf" (n, H, W). `trace`, if given, receives intermediate tensors under the parity
     fixtures' key names (tokens, memory gradients, fast weights, head features).
     `chunk_ids` names the chunks in trace keys (default 0..n-1). `on_update` sees (and may replace)
-    every updated set of fast weights.
+    every updated set of fast weights. With `on_output(chunk index, outputs)` each chunk's outputs are
+    handed over as soon as its heads ran and not kept (the returned list is then empty), so a caller
+    can write them to disk and keep memory bounded.
     """
     agg = model.agg_regator
     device = device or next(model.parameters()).device
@@ -86,12 +90,13 @@ def run_chunks(
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise InputError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    if not torch.isfinite(images).all():
+    if images.is_floating_point() and not torch.isfinite(images).all():
         raise InputError("images contain NaN or infinite values")
 
     # Tokens entering layer 0.
     for b, frames in enumerate(chunks):
-        x = images[list(frames)].to(device=device, dtype=torch.float32)
+        x = images[list(frames)].to(device=device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         with _autocast(device, dtype):
             chunk = agg.prepare(x)
         store.put(b, "tokens", chunk.tokens)
@@ -123,7 +128,10 @@ def run_chunks(
             store.pop(b, name)
         out = model.decode(features, H, W, trace=trace, trace_prefix=f"chunk{ids[b]:02d}/")
         out["frames"] = torch.as_tensor(list(frames), dtype=torch.long)
-        outputs.append(out)
+        if on_output is not None:
+            on_output(b, out)
+        else:
+            outputs.append(out)
         done += 1
         report(progress, "network", done, total_steps)
     return outputs
