@@ -46,8 +46,9 @@ class SimulationConfig:
     depth_noise_range: float = 20.0  # … growing as (1 + d / range) with metric distance d
     outlier_fraction: float = 0.02  # pixels whose depth is off by a factor in [0.5, 2]
     points_noise: float = 0.002  # extra relative noise of world_points over the depth unprojection
-    heading_drift_deg: float = 0.0  # heading error per frame away from the reference row
-    scale_drift: float = 0.0  # relative scale error per frame away from the reference row
+    heading_drift_deg: float = 0.002  # heading error per frame away from the reference row …
+    scale_drift: float = 0.0002  # … and relative scale error per frame, each chunk's rates drawn
+    drift_jitter: float = 0.5  # as rate × (1 + jitter·N(0, 1)): mostly one sign, as a network's bias
     sky_depth: float = 200.0  # metric depth reported for pixels that hit nothing
     seed: int = 0
 
@@ -58,7 +59,8 @@ class SimulationConfig:
     @classmethod
     def noise_free(cls, seed: int = 0, chunk_frame: str = "random") -> "SimulationConfig":
         return cls(chunk_frame=chunk_frame, rotation_noise_deg=0.0, translation_noise=0.0, depth_scale_noise=0.0,
-                   depth_noise=0.0, outlier_fraction=0.0, points_noise=0.0, seed=seed)
+                   depth_noise=0.0, outlier_fraction=0.0, points_noise=0.0, heading_drift_deg=0.0,
+                   scale_drift=0.0, seed=seed)
 
 
 @dataclass
@@ -111,15 +113,17 @@ def _chunk_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, 
     C = (s_w * c2w[:, :3, 3] @ R_w.T) + t_w
     k = np.arange(n) - ref
     depth_scale = np.ones(n)
-    if config.heading_drift_deg or config.scale_drift:
+    heading_rate = config.heading_drift_deg * (1.0 + config.drift_jitter * rng.normal())
+    scale_rate = config.scale_drift * (1.0 + config.drift_jitter * rng.normal())
+    if heading_rate or scale_rate:
         # Drift grows with the distance from the reference row: the network's view of frame
         # ref+k is turned by k·heading about the reference camera's up axis and scaled by
         # (1 + scale_drift)^k about the reference camera; its depth scales with it.
         up = -(R_c[ref][:, 1])  # reference camera's −y axis
         C_ref = C[ref].copy()
         for r in range(n):
-            Rd = so3_exp(up * np.radians(config.heading_drift_deg) * k[r])
-            f = (1.0 + config.scale_drift) ** k[r]
+            Rd = so3_exp(up * np.radians(heading_rate) * k[r])
+            f = (1.0 + scale_rate) ** k[r]
             C[r] = C_ref + f * (Rd @ (C[r] - C_ref))
             R_c[r] = Rd @ R_c[r]
             depth_scale[r] = f

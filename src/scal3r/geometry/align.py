@@ -92,16 +92,21 @@ def weighted_umeyama(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, scal
     w_sum = float(np.sum(weights))
     if not np.isfinite(w_sum) or w_sum < 1e-6:
         raise InputError("total alignment weight too small for a Sim(3) estimate")
+    # einsum rather than BLAS matmul for these skinny (n×3) products: the BLAS threads of a
+    # 3-column product cost more than they save, badly so on a loaded machine.
     w = weights / w_sum
-    src_c = w @ src
-    tar_c = w @ tar
+    src_c = np.einsum("n,ni->i", w, src)
+    tar_c = np.einsum("n,ni->i", w, tar)
     src0 = src - src_c
     tar0 = tar - tar_c
-    src_var = float(w @ np.einsum("ij,ij->i", src0, src0))
-    tar_var = float(w @ np.einsum("ij,ij->i", tar0, tar0))
-    if src_var <= 1e-300 or tar_var <= 1e-300:
+    src_var = float(np.einsum("n,ni,ni->", w, src0, src0))
+    tar_var = float(np.einsum("n,ni,ni->", w, tar0, tar0))
+    # No spread relative to the points' magnitude (all points equal up to rounding).
+    src_ref = float(np.einsum("n,ni,ni->", w, src, src)) + 1e-300
+    tar_ref = float(np.einsum("n,ni,ni->", w, tar, tar)) + 1e-300
+    if src_var <= 1e-20 * src_ref or tar_var <= 1e-20 * tar_ref:
         raise InputError("alignment points have no spread; cannot estimate a Sim(3)")
-    H = (src0 * w[:, None]).T @ tar0  # (3, 3) weighted cross-covariance
+    H = np.einsum("n,ni,nj->ij", w, src0, tar0)  # (3, 3) weighted cross-covariance
     U, S, Vt = np.linalg.svd(H.astype(np.float32) if float32_svd else H)
     U, S, Vt = U.astype(np.float64), S.astype(np.float64), Vt.astype(np.float64)
     d = np.sign(np.linalg.det(Vt.T @ U.T)) or 1.0
@@ -113,6 +118,12 @@ def weighted_umeyama(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, scal
         s = float(S[0] + S[1] + d * S[2]) / src_var
     t = tar_c - s * R @ src_c
     return float(s), R, t
+
+
+def _residual_norms(src: np.ndarray, tar: np.ndarray, s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(n,) ‖tar − (s·R·src + t)‖."""
+    d = tar - t - s * np.einsum("ij,nj->ni", R, src)
+    return np.sqrt(np.einsum("ni,ni->n", d, d))
 
 
 def _huber_weights(residual: np.ndarray, delta: float) -> np.ndarray:
@@ -132,14 +143,14 @@ def robust_sim3(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, config: A
     weights = np.asarray(weights, dtype=np.float64)
     s, R, t = weighted_umeyama(src, tar, weights, config.scale_estimator, config.float32_svd)
     w_norm = weights / np.sum(weights)
-    tar_c = w_norm @ tar
-    spread = float(np.sqrt(w_norm @ np.sum((tar - tar_c) ** 2, axis=1)))
+    tar_c = np.einsum("n,ni->i", w_norm, tar)
+    spread = float(np.sqrt(np.einsum("n,ni,ni->", w_norm, tar - tar_c, tar - tar_c)))
     delta = config.huber_delta
     if config.huber_mode == "relative":
         delta = config.huber_delta * float(np.median(np.linalg.norm(tar - tar_c, axis=1)))
     prev_error = np.inf
     for _ in range(config.irls_iters):
-        res = np.linalg.norm(tar - (s * src @ R.T + t), axis=1)
+        res = _residual_norms(src, tar, s, R, t)
         w = weights * _huber_weights(res, delta)
         s_new, R_new, t_new = weighted_umeyama(src, tar, w, config.scale_estimator, config.float32_svd)
         t_change = abs(s_new - s) + float(np.linalg.norm(t_new - t))
@@ -153,7 +164,7 @@ def robust_sim3(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, config: A
             break
         prev_error = error
         s, R, t = s_new, R_new, t_new
-    res = np.linalg.norm(tar - (s * src @ R.T + t), axis=1)
+    res = _residual_norms(src, tar, s, R, t)
     w_final = weights * _huber_weights(res, delta)
     rms = float(np.sqrt(np.sum(w_final * res ** 2) / np.sum(w_final)))
     info = _fit_information(src, w_final, s, rms, spread, n_frames)
@@ -175,13 +186,13 @@ def _fit_information(src: np.ndarray, w: np.ndarray, s: float, rms: float, sprea
     p = src
     JtJ = np.zeros((7, 7))
     JtJ[0:3, 0:3] = np.eye(3)
-    mean_p = w @ p
+    mean_p = np.einsum("n,ni->i", w, p)
     # Σ w [-p×] and Σ w p terms
     from scal3r.geometry.sim3 import hat
 
     JtJ[0:3, 3:6] = -hat(mean_p)
     JtJ[0:3, 6] = mean_p
-    pp = (p * w[:, None]).T @ p  # Σ w p pᵀ
+    pp = np.einsum("n,ni,nj->ij", w, p, p)  # Σ w p pᵀ
     tr = np.trace(pp)
     # (-p×)ᵀ(-p×) = |p|² I - p pᵀ ; (-p×)ᵀ p = 0 ; pᵀp = |p|²
     JtJ[3:6, 3:6] = tr * np.eye(3) - pp
@@ -228,7 +239,7 @@ class ChunkView:
         if pixels is not None:
             rays, d = rays[pixels], d[pixels]
         c2w = invert_rigid(self.w2c[row])
-        return (rays * d[:, None]) @ c2w[:3, :3].T + c2w[:3, 3]
+        return np.einsum("ij,nj->ni", c2w[:3, :3], rays * d[:, None]) + c2w[:3, 3]
 
     def confidence(self, row: int, source: str) -> np.ndarray:
         c = self.world_points_conf if source == "world_points" else self.depth_conf

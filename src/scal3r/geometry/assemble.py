@@ -78,11 +78,17 @@ class Reconstruction:
 _KEYS = ("pose_enc", "depth", "depth_conf")
 
 
+def _float_array(x) -> np.ndarray:
+    a = as_numpy(x, dtype=None)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
 def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) -> ChunkView:
     for key in _KEYS:
         if key not in out:
             raise InputError(f"{label} has no '{key}'")
-    depth = as_numpy(out["depth"], dtype=np.float32)
+    # Keep float64 when given (simulations); network outputs stay float32 to save memory.
+    depth = _float_array(out["depth"])
     if depth.ndim == 4 and depth.shape[-1] == 1:
         depth = depth[..., 0]
     if depth.ndim != 3:
@@ -90,7 +96,7 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) ->
     n, H, W = depth.shape
     if n != len(frames):
         raise InputError(f"{label} has {n} depth rows for {len(frames)} frames")
-    conf = as_numpy(out["depth_conf"], dtype=np.float32)
+    conf = _float_array(out["depth_conf"])
     if conf.ndim == 4 and conf.shape[-1] == 1:
         conf = conf[..., 0]
     if conf.shape != depth.shape:
@@ -110,8 +116,8 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) ->
     if need_points:
         if "world_points" not in out or "world_points_conf" not in out:
             raise InputError(f"{label} has no 'world_points'/'world_points_conf' (point_source='world_points')")
-        wp = as_numpy(out["world_points"], dtype=np.float32)
-        wpc = as_numpy(out["world_points_conf"], dtype=np.float32)
+        wp = _float_array(out["world_points"])
+        wpc = _float_array(out["world_points_conf"])
     return ChunkView(frames=np.asarray(frames, dtype=np.int64), w2c=w2c, K=K, depth=depth, depth_conf=conf,
                      world_points=wp, world_points_conf=wpc)
 

@@ -117,7 +117,7 @@ def frame_points(depth, conf, c2w, K, conf_ratio: float = 0.75, max_depth: Optio
         mask &= depth <= max_depth
     rays = camera_rays(K, H, W)[mask] * depth[mask][:, None]
     c2w = as_numpy(c2w)
-    return rays @ c2w[:3, :3].T + c2w[:3, 3], mask
+    return np.einsum("ij,nj->ni", c2w[:3, :3], rays) + c2w[:3, 3], mask
 
 
 def fuse_frames(frames: Iterable[Tuple], config: Optional[FusionConfig] = None, with_colors: bool = False,
