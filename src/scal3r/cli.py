@@ -90,6 +90,86 @@ def _run_forward(args) -> int:
     return 0
 
 
+# --- scal3r synth: a synthetic long video with exact ground truth ------------------------------
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render a synthetic video with ground-truth poses, depth and points",
+                       description="Render a procedural city drive or courtyard walk with exact ground truth: "
+                                   "images/, depth/ (float32 metres, 0 = sky), poses_kitti.txt, poses_tum.txt, "
+                                   "intrinsics.json, scene_points.ply, meta.json (and video.mp4 with --video).")
+    p.add_argument("--scene", choices=("city", "walk"), default="city")
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    traj = p.add_mutually_exclusive_group()
+    traj.add_argument("--trajectory", choices=("loop", "figure8", "noloop"), default="loop",
+                      help="loop: ends where it started; figure8: crosses itself; noloop: never returns")
+    traj.add_argument("--loop", dest="trajectory", action="store_const", const="loop", help="same as --trajectory loop")
+    traj.add_argument("--no-loop", dest="trajectory", action="store_const", const="noloop",
+                      help="same as --trajectory noloop")
+    p.add_argument("--width", type=int, default=518)
+    p.add_argument("--height", type=int, default=294)
+    p.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees (city 80, walk 75)")
+    p.add_argument("--step", type=float, default=None, help="metres per frame (city 1.0, walk 0.15)")
+    p.add_argument("--video", action="store_true", help="also write video.mp4 (H.264, needs PyAV)")
+    p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from scal3r.data.synthetic import SynthConfig, generate
+
+    overrides = {"frames": args.frames, "seed": args.seed, "trajectory": args.trajectory, "width": args.width,
+                 "height": args.height}
+    if args.fov is not None:
+        overrides["fov_deg"] = args.fov
+    if args.step is not None:
+        overrides["step"] = args.step
+    config = SynthConfig.preset(args.scene, **overrides)
+    t0 = time.perf_counter()
+    out = generate(config, args.out, video=args.video, overwrite=args.overwrite,
+                   progress=TerminalProgress(quiet=args.quiet))
+    dt = time.perf_counter() - t0
+    print(f"{config.frames} frames of {config.scene} ({config.trajectory}) written to {out} in {dt:.1f}s "
+          f"({config.frames / dt:.1f} frames/s)")
+    return 0
+
+
+# --- scal3r eval: metrics of a prediction against ground truth --------------------------------
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="trajectory, point-cloud and depth metrics of a prediction against ground truth",
+                       description="Compare a prediction directory (or trajectory file) with a ground-truth directory "
+                                   "(or file) in the `scal3r synth` layout: ATE/RPE/KITTI drift, "
+                                   "accuracy/completeness/Chamfer/F1, depth AbsRel/δ<1.25.")
+    p.add_argument("pred", help="prediction directory or trajectory file (TUM or KITTI)")
+    p.add_argument("gt", help="ground-truth directory or trajectory file")
+    p.add_argument("--align", choices=("sim3", "se3", "none"), default="sim3",
+                   help="Umeyama alignment of the predicted camera centres (sim3 for monocular methods)")
+    p.add_argument("--threshold", type=float, default=0.25, help="precision/recall distance in metres")
+    p.add_argument("--voxel", type=float, default=None, help="voxel-downsample both clouds first (metres)")
+    p.add_argument("--rpe-delta", type=int, default=1, help="frame step of the relative pose error")
+    p.add_argument("--json", default=None, help="where to write the metrics (default: PRED/eval.json, "
+                                                "or eval.json beside a PRED file)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from pathlib import Path
+
+    from scal3r.eval.sequence import EvalOptions, evaluate_sequence, format_report, write_json
+
+    options = EvalOptions(align=args.align, threshold=args.threshold, voxel=args.voxel, rpe_delta=args.rpe_delta)
+    result = evaluate_sequence(args.pred, args.gt, options)
+    pred = Path(args.pred)
+    out = Path(args.json) if args.json else (pred / "eval.json" if pred.is_dir() else pred.with_name("eval.json"))
+    write_json(out, result)
+    print(format_report(result))
+    print(f"metrics written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scal3r",
@@ -98,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scal3r {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_forward,):
+    for add in (_add_forward, _add_synth, _add_eval):
         add(sub)
     return parser
 
