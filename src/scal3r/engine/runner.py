@@ -1,4 +1,4 @@
-"""The layer-synchronous chunk loop (design.md §1).
+"""The layer-synchronous chunk loop (design.md §1), in one process or across ranks.
 
     for every chunk: tokens = prepare(frames of the chunk, reference frame first)
     for each aggregator layer l:
@@ -9,20 +9,28 @@
     heads per chunk → outputs
 
 No chunk sees another chunk's tokens: only the summed fast-weight gradient crosses chunks, so time
-is linear in the number of chunks. Chunk state lives in a store between layers.
+is linear in the number of chunks. Chunk state lives in a store between layers (RAM, or files with
+`DiskStore`, which bounds resident memory by about one chunk).
+
+Under an initialised `torch.distributed` process group of several ranks, every rank calls this with
+the same arguments; rank r runs a contiguous block of the chunks, the gradient sum crosses ranks
+(see `scal3r.engine.sync` for the summation order), and rank 0 receives every chunk's outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from scal3r.engine.state import MemoryStore
-from scal3r.engine.sync import GradientSum
-from scal3r.errors import InputError
+from scal3r.engine.state import DiskStore, MemoryStore
+from scal3r.engine.sync import make_accumulator
+from scal3r.errors import InputError, Scal3RError
 from scal3r.model.aggregator import ChunkTokens
 from scal3r.model.memory import FastWeights
 from scal3r.progress import ProgressFn, report
@@ -30,10 +38,9 @@ from scal3r.progress import ProgressFn, report
 # Called after every memory update as (layer, chunk id or None when shared, fast weights) and may
 # return replacement weights: for inspecting or injecting memory (teacher forcing in parity tests).
 UpdateHook = Callable[[int, Optional[int], FastWeights], Optional[FastWeights]]
+OutputFn = Callable[[int, Dict[str, Tensor]], None]
 
-# A hook that turns the locally summed gradient into the global one (identity in one process,
-# an all-reduce across ranks): (layer, local sum) -> global sum.
-GradientReducer = Callable[[int, FastWeights], FastWeights]
+OUTPUT_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -47,14 +54,33 @@ def _record(trace: Optional[Dict[str, Tensor]], key: str, value: Tensor) -> None
         trace[key] = value.detach().float().cpu().clone()
 
 
+def rank_chunks(n_chunks: int, rank: int, world: int) -> range:
+    """The contiguous block of chunk indices rank `rank` of `world` runs (sizes differ by ≤ 1)."""
+    return range(n_chunks * rank // world, n_chunks * (rank + 1) // world)
+
+
+def _take(images, frames: Sequence[int]) -> Tensor:
+    """Frames of one chunk as float32 in [0, 1]; images may be a tensor or a (memory-mapped) array."""
+    if isinstance(images, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(images[list(frames)]))
+    else:
+        x = images[list(frames)]
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise InputError("images contain NaN or infinite values")
+    return x
+
+
 @torch.no_grad()
 def run_chunks(
     model,
-    images: Tensor,
+    images,
     chunks: Sequence[Sequence[int]],
     *,
     sync: bool = True,
-    reducer: Optional[GradientReducer] = None,
+    sum_order: str = "release",
     store=None,
     device: Optional[torch.device] = None,
     dtype: Optional[torch.dtype] = None,
@@ -62,41 +88,71 @@ def run_chunks(
     trace: Optional[Dict[str, Tensor]] = None,
     chunk_ids: Optional[Sequence[int]] = None,
     on_update: Optional[UpdateHook] = None,
-    on_output: Optional[Callable[[int, Dict[str, Tensor]], None]] = None,
-) -> List[Dict[str, Tensor]]:
+    on_output: Optional[OutputFn] = None,
+    group=None,
+) -> Optional[List[Dict[str, Tensor]]]:
     """Run the network over chunks of one sequence with (optionally) synchronised memory.
 
-    images: (N, 3, H, W) float in [0, 1] or uint8 in [0, 255] (scaled per chunk, so a long video
-    can stay in RAM at a quarter of the size), on any device (moved per chunk).
+    images: (N, 3, H, W) float in [0, 1] or uint8 (scaled per chunk, so a long video can stay in
+    RAM at a quarter of the size); a torch tensor or a numpy (memory-mapped) array.
     chunks: per chunk, global frame indices in the order fed to the network (reference first).
     Returns per chunk a dict of CPU float32 tensors with rows in the fed order:
     "pose_enc" (n, 9), "depth" (n, H, W, 1), "depth_conf" (n, H, W), "world_points" (n, H, W, 3),
-    "world_points_conf" (n, H, W). `trace`, if given, receives intermediate tensors under the parity
-    fixtures' key names (tokens, memory gradients, fast weights, head features).
-    `chunk_ids` names the chunks in trace keys (default 0..n-1). `on_update` sees (and may replace)
-    every updated set of fast weights. With `on_output(chunk index, outputs)` each chunk's outputs are
-    handed over as soon as its heads ran and not kept (the returned list is then empty), so a caller
-    can write them to disk and keep memory bounded.
+    "world_points_conf" (n, H, W), "frames" (n,) int64. With `on_output(chunk index, outputs)` each
+    chunk's outputs are handed over as soon as they exist and not kept (an empty list is returned).
+    Ranks other than 0 of a process group return None.
+
+    `store`: a `MemoryStore` (default) or `DiskStore`; it is closed at the end (a DiskStore's
+    directory is kept after a failure). `trace`, if given, receives intermediate tensors under the
+    parity fixtures' key names; `chunk_ids` names chunks there (default 0..n−1). `on_update` sees (and
+    may replace) every updated set of fast weights.
     """
     agg = model.agg_regator
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     store = store if store is not None else MemoryStore()
     ids = list(chunk_ids) if chunk_ids is not None else list(range(len(chunks)))
-    H, W = images.shape[-2:]
+    if getattr(images, "ndim", 0) != 4 or images.shape[1] != 3:
+        raise InputError(f"expected images of shape (N, 3, H, W), got {tuple(getattr(images, 'shape', ()))}")
+    if not chunks:
+        raise InputError("no chunks to run")
+    H, W = int(images.shape[-2]), int(images.shape[-1])
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+    rank, world = (dist.get_rank(group), dist.get_world_size(group)) if distributed else (0, 1)
+    mine = list(rank_chunks(len(chunks), rank, world))
+    ok = False
+    try:
+        outputs = _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, device, dtype,
+                             progress, trace, ids, on_update, on_output if not distributed else None,
+                             distributed, group)
+        if distributed:
+            outputs = _gather_to_rank0(outputs, chunks, mine, H, W, rank, world, device, on_output, group)
+        ok = True
+        return outputs
+    except RuntimeError as e:
+        if distributed and _is_comm_error(e):
+            raise Scal3RError(f"rank {rank}/{world}: lost contact with the other ranks during the chunk loop "
+                              f"(a rank died or timed out): {str(e).strip().splitlines()[0][:160]}") from e
+        raise
+    finally:
+        store.close(success=ok)
+        if not ok and isinstance(store, DiskStore) and store.root.exists():
+            warnings.warn(f"chunk state kept for inspection in {store.root}")
+
+
+def _is_comm_error(e: Exception) -> bool:
+    text = f"{type(e).__name__} {e}".lower()
+    return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "distbackend",
+                                   "socket", "closed"))
+
+
+def _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, device, dtype, progress, trace,
+               ids, on_update, on_output, distributed, group) -> List[Dict[str, Tensor]]:
     depth = agg.cfg.depth
-    ps = agg.patch_start_idx
-    total_steps = len(chunks) * (depth + 2)  # embed, every layer, heads
+    total_steps = len(mine) * (depth + 2)  # embed, every layer, heads
     done = 0
 
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise InputError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-    if images.is_floating_point() and not torch.isfinite(images).all():
-        raise InputError("images contain NaN or infinite values")
-
-    # Tokens entering layer 0.
-    for b, frames in enumerate(chunks):
-        x = images[list(frames)].to(device=device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    for b in mine:
+        x = _take(images, chunks[b]).to(device)
         with _autocast(device, dtype):
             chunk = agg.prepare(x)
         store.put(b, "tokens", chunk.tokens)
@@ -110,7 +166,7 @@ def run_chunks(
         return ChunkTokens(store.get(b, "tokens"), store.get(b, "pos") if store.has(b, "pos") else None)
 
     for layer in range(depth):
-        for b in range(len(chunks)):
+        for b in mine:
             with _autocast(device, dtype):
                 tokens, feature = agg.forward_layer(layer, load(b))
             store.put(b, "tokens", tokens)
@@ -119,15 +175,15 @@ def run_chunks(
             done += 1
             report(progress, "network", done, total_steps)
         if layer in agg.memory_layers:
-            _memory_layer(agg, layer, len(chunks), load, store, sync, reducer, trace, ids, on_update)
+            _memory_layer(agg, layer, mine, load, store, sync, sum_order, distributed, group, trace, ids, on_update)
 
     outputs = []
-    for b, frames in enumerate(chunks):
+    for b in mine:
         features = {j: store.pop(b, f"feature{j}").float()[None] for j in agg.cfg.intermediate_layers}
         for name in store.names(b):
             store.pop(b, name)
         out = model.decode(features, H, W, trace=trace, trace_prefix=f"chunk{ids[b]:02d}/")
-        out["frames"] = torch.as_tensor(list(frames), dtype=torch.long)
+        out["frames"] = torch.as_tensor(list(chunks[b]), dtype=torch.long)
         if on_output is not None:
             on_output(b, out)
         else:
@@ -137,14 +193,15 @@ def run_chunks(
     return outputs
 
 
-def _memory_layer(agg, layer: int, n_chunks: int, load, store, sync: bool, reducer, trace, ids, on_update) -> None:
+def _memory_layer(agg, layer: int, mine, load, store, sync: bool, sum_order: str, distributed: bool, group,
+                  trace, ids, on_update) -> None:
     """Gradient of every chunk → (summed) update → apply to every chunk."""
     memory = agg.memory(layer)
     ps = agg.patch_start_idx
     L = f"l{layer:02d}"
-    total = GradientSum()
-    own_weights: List[FastWeights] = []
-    for b in range(n_chunks):
+    accumulator = make_accumulator(sum_order, memory.initial_weights(), distributed and sync, group)
+    own_weights: Dict[int, FastWeights] = {}
+    for b in mine:
         tokens, pos = load(b)
         tokens = tokens.float()
         _record(trace, f"chunk{ids[b]:02d}/ttt_in_{L}", tokens)
@@ -155,19 +212,17 @@ def _memory_layer(agg, layer: int, n_chunks: int, load, store, sync: bool, reduc
         for name, g in zip(FastWeights._fields, grad):
             _record(trace, f"ttt/{L}/grad_chunk{ids[b]:02d}/{name}", g)
         if sync:
-            total.add(grad)
+            accumulator.add(grad)
         else:
-            own_weights.append(_hooked(on_update, layer, ids[b], memory.update(None, grad)))
+            own_weights[b] = _hooked(on_update, layer, ids[b], memory.update(None, grad))
     if sync:
-        summed = total.result()
-        if reducer is not None:
-            summed = reducer(layer, summed)
+        summed = accumulator.finish()
         for name, g in zip(FastWeights._fields, summed):
             _record(trace, f"ttt/{L}/grad_sum/{name}", g)
         shared = _hooked(on_update, layer, None, memory.update(None, summed))
         for name, w in zip(FastWeights._fields, shared):
             _record(trace, f"ttt/{L}/fast/{name}", w)
-    for b in range(n_chunks):
+    for b in mine:
         weights = shared if sync else own_weights[b]
         if not sync:
             for name, w in zip(FastWeights._fields, weights):
@@ -188,3 +243,43 @@ def _hooked(hook: Optional[UpdateHook], layer: int, chunk: Optional[int], weight
         return weights
     replaced = hook(layer, chunk, weights)
     return weights if replaced is None else replaced
+
+
+def _output_shapes(n: int, H: int, W: int) -> Dict[str, tuple]:
+    return {"pose_enc": (n, 9), "depth": (n, H, W, 1), "depth_conf": (n, H, W),
+            "world_points": (n, H, W, 3), "world_points_conf": (n, H, W)}
+
+
+def _gather_to_rank0(local: List[Dict[str, Tensor]], chunks, mine, H: int, W: int, rank: int, world: int,
+                     device: torch.device, on_output: Optional[OutputFn], group) -> Optional[List[Dict[str, Tensor]]]:
+    """Send every chunk's outputs to rank 0, in chunk order (tensor messages, no pickling)."""
+    # NCCL moves device tensors only; gloo moves CPU tensors.
+    wire = device if dist.get_backend(group) == "nccl" else torch.device("cpu")
+    mine_set = set(mine)
+    by_chunk = dict(zip(mine, local))
+    gathered: List[Dict[str, Tensor]] = []
+    for b in range(len(chunks)):
+        owner = next(r for r in range(world) if b in rank_chunks(len(chunks), r, world))
+        if rank == 0:
+            if b in mine_set:
+                out = by_chunk.pop(b)
+            else:
+                out = {}
+                for key, shape in _output_shapes(len(chunks[b]), H, W).items():
+                    buf = torch.empty(shape, dtype=torch.float32, device=wire)
+                    dist.recv(buf, src=_global(owner, group), group=group)
+                    out[key] = buf.cpu()
+                out["frames"] = torch.as_tensor(list(chunks[b]), dtype=torch.long)
+            if on_output is not None:
+                on_output(b, out)
+            else:
+                gathered.append(out)
+        elif b in mine_set:
+            out = by_chunk.pop(b)
+            for key in OUTPUT_KEYS:
+                dist.send(out[key].to(wire).contiguous(), dst=_global(0, group), group=group)
+    return gathered if rank == 0 else None
+
+
+def _global(group_rank: int, group) -> int:
+    return group_rank if group is None else dist.get_global_rank(group, group_rank)

@@ -99,29 +99,43 @@ class Scal3R(nn.Module):
         *,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
+        offload: Union[bool, str, Path] = False,
+        sum_order: str = "release",
         progress: Optional[ProgressFn] = None,
         trace: Optional[Dict[str, Tensor]] = None,
-    ) -> List[Dict[str, Tensor]]:
+    ) -> Optional[List[Dict[str, Tensor]]]:
         """Multi-chunk inference with Global Context Synchronization.
 
         images: (N, 3, H, W) float in [0, 1]; chunk_ranges: half-open (start, end) per chunk,
         overlapping. Each chunk is fed middle frame first (its reference frame, as the release);
         outputs come back with rows in ascending frame order. `sync=False` updates each chunk's
         memory from its own gradient only (ablation). `dtype=torch.bfloat16` runs the transformer
-        under autocast (memory and heads stay float32).
+        under autocast (memory and heads stay float32). `offload=True` (or a directory) keeps the
+        per-layer chunk state in files instead of RAM, so memory stays bounded by about one chunk.
+        `sum_order` chooses how chunk gradients are summed ("release": the release's chunk order,
+        bit-identical for any number of ranks; "fp64": float64 all-reduce), see `scal3r.engine.sync`.
+
+        Called in every rank of an initialised torch.distributed process group, the chunks are
+        spread over the ranks and rank 0 returns all outputs (other ranks return None).
         Returns per chunk: pose_enc (n, 9), depth (n, H, W, 1), depth_conf (n, H, W),
         world_points (n, H, W, 3), world_points_conf (n, H, W), frames (n,) global indices.
         """
         from scal3r.engine.chunks import reference_first_order, validate_ranges
         from scal3r.engine.runner import run_chunks
+        from scal3r.engine.state import DiskStore, MemoryStore
 
         if not torch.is_tensor(images) or images.ndim != 4:
             raise InputError("images must be a tensor of shape (N, 3, H, W)")
         ranges = validate_ranges(chunk_ranges, images.shape[0])
         fed = [reference_first_order(s, e) for s, e in ranges]
-        outs = run_chunks(self, images, fed, sync=sync, device=torch.device(device) if device else None,
+        device = torch.device(device) if device else None
+        if offload:
+            store = DiskStore(None if offload is True else offload, device=device)
+        else:
+            store = MemoryStore()
+        outs = run_chunks(self, images, fed, sync=sync, sum_order=sum_order, store=store, device=device,
                           dtype=dtype, progress=progress, trace=trace)
-        return [_rows_ascending(o) for o in outs]
+        return None if outs is None else [_rows_ascending(o) for o in outs]
 
 
 def _rows_ascending(out: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -1,0 +1,64 @@
+"""Chunk-state stores: disk offload gives the same numbers and cleans up after itself."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from scal3r import Scal3R
+from scal3r.engine.chunks import chunk_ranges, reference_first_order
+from scal3r.engine.runner import run_chunks
+from scal3r.engine.state import DiskStore
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = Scal3R.from_preset("tiny")
+    g = torch.Generator().manual_seed(2)
+    images = (torch.rand(16, 3, 28, 42, generator=g) * 255).to(torch.uint8)
+    return model, images, chunk_ranges(16, 6, 2)
+
+
+def test_disk_offload_is_bit_identical_and_removes_its_directory(setup, tmp_path):
+    model, images, ranges = setup
+    in_ram = model.infer_chunks(images, ranges)
+    root = tmp_path / "state"
+    on_disk = model.infer_chunks(images, ranges, offload=root)
+    for a, b in zip(in_ram, on_disk):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert not root.exists()
+
+
+def test_state_kept_after_a_failure(setup, tmp_path):
+    model, images, ranges = setup
+    store = DiskStore(tmp_path / "state")
+
+    def boom(b, out):
+        raise RuntimeError("disk full")
+
+    fed = [reference_first_order(s, e) for s, e in ranges]
+    with pytest.raises(RuntimeError, match="disk full"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_chunks(model, images, fed, store=store, on_output=boom)
+    assert (tmp_path / "state").is_dir()
+    assert any("kept for inspection" in str(w.message) for w in caught)
+
+
+def test_memory_mapped_uint8_frames(setup, tmp_path):
+    """Frames may live in a memory-mapped file instead of RAM."""
+    model, images, ranges = setup
+    path = tmp_path / "frames.u8"
+    mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=tuple(images.shape))
+    mm[:] = images.numpy()
+    mm.flush()
+    fed = [reference_first_order(s, e) for s, e in ranges]
+    streamed = {}
+    run_chunks(model, np.memmap(path, dtype=np.uint8, mode="r", shape=tuple(images.shape)), fed,
+               on_output=lambda b, out: streamed.__setitem__(b, out))
+    direct = run_chunks(model, images, fed)
+    assert sorted(streamed) == list(range(len(fed)))
+    for b, out in enumerate(direct):
+        assert torch.equal(out["depth"], streamed[b]["depth"])
