@@ -186,6 +186,7 @@ def build_world(config: SynthConfig) -> SyntheticWorld:
     c2w[:, 3, :] = (0.0, 0.0, 0.0, 1.0)
     u, _, vt = np.linalg.svd(c2w[:, :3, :3])
     c2w[:, :3, :3] = u @ vt
+    c2w[0] = np.eye(4)
     info.update(triangles=mesh.triangle_count, path_length_m=round(path.length, 3))
     return SyntheticWorld(config=config, mesh=mesh, textures=make_texture_array(config.seed, config.texture_size),
                           c2w=c2w, K=config.intrinsics(), world_from_output=world_from_output,
