@@ -107,6 +107,7 @@ def _chunk_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, 
         extra = sim3_matrix(1.0, _random_rotation(rng), rng.normal(size=3))
         world_to_ref = extra @ world_to_ref
     s_w, R_w, t_w = sim3_split(world_to_ref)
+    chunk_to_world = sim3_inverse(world_to_ref)
 
     # Poses in the chunk frame (rigid, centres in chunk units), with drift and noise.
     R_c = R_w @ c2w[:, :3, :3]
@@ -161,7 +162,7 @@ def _chunk_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, 
         "depth_conf": conf,
         "world_points": points,
         "world_points_conf": conf.copy(),
-    }
+    }, chunk_to_world
 
 
 def _as_torch(out: Dict[str, np.ndarray]):
@@ -185,19 +186,24 @@ def _check_gt(c2w, K, depth):
 
 
 def simulate_chunks(c2w, K, depth, chunk_ranges: Sequence[Tuple[int, int]],
-                    config: Optional[SimulationConfig] = None, as_torch: bool = True) -> List[Dict]:
+                    config: Optional[SimulationConfig] = None, as_torch: bool = True,
+                    truth: Optional[List[np.ndarray]] = None) -> List[Dict]:
     """Ground truth c2w (N, 4, 4), K (3, 3) or (N, 3, 3), depth (N, H, W) → chunk outputs.
 
     One dict per chunk in the `infer_chunks` format (torch float32 tensors unless as_torch=False).
-    Deterministic for a given `config.seed`.
+    Deterministic for a given `config.seed`. When `truth` is a list, each chunk's exact Sim(3)
+    chunk frame → world (4, 4) is appended to it (the oracle for the backend's chunk_sim3, up to
+    the world frame).
     """
     config = config or SimulationConfig()
     c2w, K, depth = _check_gt(c2w, K, depth)
     outs = []
     for b, (s, e) in enumerate(chunk_ranges):
         rng = np.random.default_rng([config.seed, b])
-        out = _chunk_prediction(np.arange(int(s), int(e)), c2w, K, depth, config, rng)
+        out, chunk_to_world = _chunk_prediction(np.arange(int(s), int(e)), c2w, K, depth, config, rng)
         outs.append(_as_torch(out) if as_torch else out)
+        if truth is not None:
+            truth.append(chunk_to_world)
     return outs
 
 
@@ -211,7 +217,7 @@ def simulate_loop_chunk(frames: Sequence[int], c2w, K, depth, config: Optional[S
     c2w, K, depth = _check_gt(c2w, K, depth)
     frames = np.asarray(frames, dtype=np.int64)
     rng = np.random.default_rng([config.seed, 1_000_003, key])
-    out = _chunk_prediction(frames, c2w, K, depth, config, rng)
+    out, _ = _chunk_prediction(frames, c2w, K, depth, config, rng)
     out["frames"] = frames
     return _as_torch(out) if as_torch else out
 

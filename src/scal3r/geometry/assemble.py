@@ -20,7 +20,7 @@ from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
 from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid, reference_row
 from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
-from scal3r.geometry.sim3 import nearest_rotation, sim3_split
+from scal3r.geometry.sim3 import nearest_rotation, sim3_inverse, sim3_split
 from scal3r.progress import ProgressFn, report
 
 
@@ -240,7 +240,8 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
 
 
 def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Sequence[Mapping]] = None,
-             config: Optional[BackendConfig] = None, progress: Optional[ProgressFn] = None) -> Reconstruction:
+             config: Optional[BackendConfig] = None, progress: Optional[ProgressFn] = None,
+             chunk_poses: Optional[np.ndarray] = None) -> Reconstruction:
     """Chunk outputs → per-frame cameras and depths in the first chunk's frame.
 
     chunk_outputs[b]: dict with rows in ascending frame order chunk_ranges[b][0] … [1]−1:
@@ -249,6 +250,8 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
     chunk_ranges: (M, 2) half-open frame ranges, increasing, consecutive chunks overlapping.
     loops: optional loop chunks, each a dict with "frames" (n,) (global frame of each row) and the
       same per-row keys; each gives a constraint between the chunks holding its two ends.
+    chunk_poses: optional (M, 4, 4) chunk → world Sim(3)s to use instead of estimating them
+      (e.g. an oracle in simulations); they are re-expressed in the first chunk's frame.
     """
     config = config or BackendConfig()
     ranges = _check_ranges(chunk_ranges, len(chunk_outputs))
@@ -261,59 +264,80 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
         if v.depth.shape[-2:] != (H, W):
             raise InputError(f"chunk {b} has {v.depth.shape[-2:]} depth maps, chunk 0 has {(H, W)}")
 
-    # Sequential alignment: fit b maps chunk b+1 into chunk b.
     fits: List[Sim3Fit] = []
-    for b in range(M - 1):
+    reports: List[LoopReport] = []
+    iterations = 0
+    if chunk_poses is not None:
+        poses = np.asarray(chunk_poses, dtype=np.float64)
+        if poses.shape != (M, 4, 4):
+            raise InputError(f"chunk_poses must be ({M}, 4, 4), got {poses.shape}")
+        poses = sim3_inverse(poses[0]) @ poses
+    else:
+        fits = _align_sequence(views, ranges, config, progress)
+        poses = chain_poses([f.matrix for f in fits])
+        loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress)
+        if loop_edges:
+            poses, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config)
+            report(progress, "pose_graph", 1, 1)
+    return _compose_frames(views, ranges, poses, fits, reports, iterations, config)
+
+
+def _align_sequence(views, ranges, config: BackendConfig, progress) -> List[Sim3Fit]:
+    """Fit b maps chunk b+1 into chunk b, from the frames they share."""
+    fits = []
+    for b in range(len(views) - 1):
         shared = range(ranges[b + 1][0], ranges[b][1])
         fits.append(align_views(views[b], views[b + 1], shared, config.align, config.point_source,
                                 label=f"chunks {b} and {b + 1}"))
-        report(progress, "align", b + 1, M - 1)
-    poses = chain_poses([f.matrix for f in fits])
+        report(progress, "align", b + 1, len(views) - 1)
+    return fits
 
-    # Loops.
+
+def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
     reports: List[LoopReport] = []
-    loop_edges: List[Tuple[int, Sim3Edge]] = []
+    edges: List[Tuple[int, Sim3Edge]] = []
     seq_scales = np.array([f.scale for f in fits if f.method == "points"])
-    for k, loop in enumerate(loops or []):
+    for k, loop in enumerate(loops):
         edge, rep = _loop_edge(k, loop, views, ranges, seq_scales, config)
         reports.append(rep)
         if edge is not None:
-            loop_edges.append((k, edge))
+            edges.append((k, edge))
         report(progress, "loops", k + 1, len(loops))
+    return edges, reports
 
+
+def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig):
+    """Sequential + loop edges → optimised chunk poses; loops the solution disowns are dropped."""
+    seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential") for b, f in enumerate(fits)]
+    active = list(loop_edges)
     iterations = 0
-    if loop_edges:
-        seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential") for b, f in enumerate(fits)]
-        active = list(loop_edges)
-        # Least squares first: from the drifted chain every loop looks like an outlier to a robust
-        # kernel, so the kernel only starts from the least-squares solution.
-        l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
-        start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2)
-        iterations += start.iterations
-        while True:
-            result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph)
-            iterations += result.iterations
-            weights = result.edge_weights[len(seq_edges):]
-            for (k, _), w in zip(active, weights):
-                reports[k].weight = float(w)
-            weak = [i for i, w in enumerate(weights) if w < config.min_loop_weight]
-            if not weak:
-                break
-            for i in weak:
-                k = active[i][0]
-                reports[k].accepted = False
-                reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
-                                     f"{weights[i]:.3f} < {config.min_loop_weight})")
-                warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=2)
-            active = [a for i, a in enumerate(active) if i not in weak]
-            if not active:
-                result = None
-                break
-        if result is not None:
-            poses = result.poses
-        report(progress, "pose_graph", 1, 1)
+    # Least squares first: from the drifted chain every loop looks like an outlier to a robust
+    # kernel, so the kernel only starts from the least-squares solution.
+    l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
+    start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2)
+    iterations += start.iterations
+    while active:
+        result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph)
+        iterations += result.iterations
+        weights = result.edge_weights[len(seq_edges):]
+        for (k, _), w in zip(active, weights):
+            reports[k].weight = float(w)
+        weak = [i for i, w in enumerate(weights) if w < config.min_loop_weight]
+        if not weak:
+            return result.poses, iterations
+        for i in weak:
+            k = active[i][0]
+            reports[k].accepted = False
+            reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
+                                 f"{weights[i]:.3f} < {config.min_loop_weight})")
+            warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=3)
+        active = [a for i, a in enumerate(active) if i not in weak]
+    return poses, iterations
 
-    # Frames from their owning chunk.
+
+def _compose_frames(views, ranges, poses, fits, reports, iterations, config: BackendConfig) -> Reconstruction:
+    """Every frame from its owning chunk, moved into the world frame."""
+    H, W = views[0].depth.shape[-2:]
     src_chunk, src_row = frame_owners(ranges, config.ownership)
     N = src_chunk.shape[0]
     scales, rotations, translations = sim3_split(poses)
@@ -332,7 +356,7 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
         c2w[frames, :3, 3] = scales[b] * local[:, :3, 3] @ rotations[b].T + translations[b]
         c2w[frames, 3, 3] = 1.0
         K[frames] = v.K[rows]
-        depth[frames] = v.depth[rows] * np.float32(scales[b])
+        depth[frames] = v.depth[rows] * scales[b]
         depth_conf[frames] = v.depth_conf[rows]
     return Reconstruction(c2w=c2w, K=K, depth=depth, depth_conf=depth_conf, chunk_sim3=poses, src_chunk=src_chunk,
                           src_row=src_row, frame_scale=scales[src_chunk], pair_fits=fits, loops=reports,
