@@ -74,8 +74,11 @@ class MeshBuilder:
         """corners (Q, 4, 3) in order around each quad; uv (Q, 4, 2). Flat normal per quad."""
         corners = np.asarray(corners, dtype=np.float64).reshape(-1, 4, 3)
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 4, 2)
-        normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        a, b = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+        # np.cross is slow on small arrays, and the builders call this tens of thousands of times.
+        normal = np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                           a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+        normal /= np.maximum(np.sqrt((normal ** 2).sum(1, keepdims=True)), 1e-12)
         q = corners.shape[0]
         idx = (np.arange(q, dtype=np.uint32)[:, None] * 4 + np.array([0, 1, 2, 0, 2, 3], dtype=np.uint32)).reshape(-1)
         self.add_triangles(corners.reshape(-1, 3), np.repeat(normal, 4, axis=0), uv.reshape(-1, 2), layer, tint,
@@ -105,18 +108,29 @@ class MeshBuilder:
     def box(self, x0: float, y0: float, x1: float, y1: float, z0: float, z1: float, side_layer: int,
             top_layer: int, side_tile_m: Tuple[float, float] = (1.0, 1.0), top_tile_m: Tuple[float, float] = (1.0, 1.0),
             tint=(1.0, 1.0, 1.0), bottom: bool = False, tile=None) -> None:
-        """Axis-aligned box: four walls and a top (and a bottom on request)."""
-        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        """Axis-aligned box: four walls (as `wall`, u running on around the box) and a top (and a
+        bottom on request). Built in one call: cars and benches are made of many small boxes."""
         # Walking the footprint counter-clockwise (seen from above), the outside is on the right.
-        u = 0.0
-        for i in range(4):
-            a, b = corners[i], corners[(i + 1) % 4]
-            self.wall(a, b, z0, z1, side_layer, side_tile_m, tint, u0=u, tile=tile)
-            u += math.dist(a, b) / side_tile_m[0]
-        self.ground(x0, y0, x1, y1, z1, top_layer, top_tile_m, tint, tile=tile)
+        foot = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+        edge = np.hypot(*(foot[1:] - foot[:-1]).T) / side_tile_m[0]
+        u = np.concatenate([[0.0], np.cumsum(edge)])
+        v1 = (z1 - z0) / side_tile_m[1]
+        walls = np.zeros((4, 4, 3))
+        walls[:, 0, :2], walls[:, 1, :2] = foot[:-1], foot[1:]
+        walls[:, 2, :2], walls[:, 3, :2] = foot[1:], foot[:-1]
+        walls[:, :2, 2], walls[:, 2:, 2] = z0, z1
+        wall_uv = np.stack([np.stack([u[:-1], np.zeros(4)], 1), np.stack([u[1:], np.zeros(4)], 1),
+                            np.stack([u[1:], np.full(4, v1)], 1), np.stack([u[:-1], np.full(4, v1)], 1)], 1)
+        tops = [np.array([[x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]])]
         if bottom:
-            c = np.array([[x0, y0, z0], [x0, y1, z0], [x1, y1, z0], [x1, y0, z0]])
-            self.quads(c[None], (c[:, :2] / np.asarray(top_tile_m))[None], top_layer, tint, tile)
+            tops.append(np.array([[x0, y0, z0], [x0, y1, z0], [x1, y1, z0], [x1, y0, z0]]))
+        tops = np.stack(tops)
+        top_uv = tops[..., :2] / np.asarray(top_tile_m)
+        if side_layer == top_layer:
+            self.quads(np.concatenate([walls, tops]), np.concatenate([wall_uv, top_uv]), side_layer, tint, tile)
+        else:
+            self.quads(walls, wall_uv, side_layer, tint, tile)
+            self.quads(tops, top_uv, top_layer, tint, tile)
 
     def prism(self, cx: float, cy: float, radius: float, z0: float, z1: float, sides: int, layer: int,
               tile_m: Tuple[float, float] = (1.0, 1.0), tint=(1.0, 1.0, 1.0), top_layer: Optional[int] = None,
