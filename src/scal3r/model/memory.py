@@ -177,8 +177,8 @@ class GlobalContextMemory(nn.Module):
         q, k, v = self.qkv(x).reshape(B, L, 3, h, d).permute(2, 0, 3, 1, 4)  # each (B, h, L, d)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None and pos is not None:
-            flat_pos = self._patch_tokens(pos, patch_start_idx)
-            q, k = self.rope(q, flat_pos), self.rope(k, flat_pos)
+            tables = self.rope.tables(self._patch_tokens(pos, patch_start_idx), d, q.dtype, q.device)
+            q, k = self.rope.rotate(q, tables), self.rope.rotate(k, tables)
         q, k, v = (t.reshape(B * h, L, d) for t in (q, k, v))
         lrs = F.softplus(self.lrs(x).float() + self.inv_base_lr)  # (B, L, 3h)
         lr0, lr1, lr2 = lrs.reshape(B, L, 3, h, 1).permute(2, 0, 3, 1, 4).reshape(3, B * h, L, 1)
