@@ -129,3 +129,10 @@ def test_wrapped_state_dict(tiny, tmp_path):
     path = tmp_path / "wrapped.pt"
     torch.save({"model": {"module." + k: v for k, v in tiny.state_dict().items()}}, path)
     assert _fresh().load_checkpoint(path) == []
+
+
+def test_vggt_checkpoint_into_the_vggt_preset_has_no_memory(tmp_path):
+    with torch.device("meta"):
+        vggt = Scal3R.from_preset("vggt")
+    assert not any(".ttt." in k for k in vggt.state_dict())
+    assert vggt.agg_regator.memory_layers == ()

@@ -122,8 +122,14 @@ class ModelConfig:
 
     @classmethod
     def vggt(cls) -> "ModelConfig":
-        """VGGT-1B layout: the official preset; memory units stay at their initialisation."""
-        return cls.official()
+        """Plain VGGT-1B (no memory units), for VGGT checkpoints used as they are.
+
+        A VGGT checkpoint loaded into the `official` preset instead keeps the memory units at their
+        initialisation (where Scal3R training starts from); their gated output is not zero there.
+        """
+        cfg = cls.official()
+        cfg.aggregator.memory_layers = ()
+        return cfg
 
     @classmethod
     def small(cls) -> "ModelConfig":
