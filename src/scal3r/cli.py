@@ -51,6 +51,13 @@ class TerminalProgress:
             self._stage = None
         sys.stderr.flush()
 
+    def interrupt(self) -> None:
+        """End an unfinished progress line so that other output starts on a line of its own."""
+        if self._stage is not None and not self.quiet:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._last = 0.0
+
 
 # --- scal3r forward: a random- or loaded-weight network pass (until `demo` exists) -------------
 
@@ -70,27 +77,32 @@ def _run_forward(args) -> int:
 
     from scal3r import Scal3R
     from scal3r.engine.chunks import chunk_ranges
+    from scal3r.engine.distributed import init_from_env, is_main_process, shutdown
 
-    torch.manual_seed(args.seed)
-    model = Scal3R.from_preset(args.preset)
-    if args.weights:
-        model.load_checkpoint(args.weights)
-    else:
-        print("note: random (untrained) weights; outputs are meaningless, this only checks the install")
-    model.eval()
-    size = model.config.aggregator.img_size
-    images = torch.rand(args.frames, 3, size * 2 // 3 // 14 * 14, size)
-    ranges = chunk_ranges(args.frames, args.block_size, args.overlap)
-    t0 = time.perf_counter()
-    outs = model.infer_chunks(images, ranges, sync=True)
-    dt = time.perf_counter() - t0
-    print(f"{len(ranges)} chunks, {args.frames} frames {tuple(images.shape[-2:])}: {dt:.2f}s "
-          f"({args.frames / dt:.1f} frames/s); depth range "
-          f"{min(float(o['depth'].min()) for o in outs):.3g}..{max(float(o['depth'].max()) for o in outs):.3g}")
+    init_from_env("cpu")  # under torchrun: join the gloo group, chunks are spread over the ranks
+    try:
+        torch.manual_seed(args.seed)
+        model = Scal3R.from_preset(args.preset)
+        if args.weights:
+            for note in model.load_checkpoint(args.weights):
+                print(f"note: {note}", file=sys.stderr)
+        elif is_main_process():
+            print("note: random (untrained) weights; outputs are meaningless, this only checks the install")
+        size = model.config.aggregator.img_size
+        images = torch.rand(args.frames, 3, size * 2 // 3 // 14 * 14, size)
+        ranges = chunk_ranges(args.frames, args.block_size, args.overlap)
+        t0 = time.perf_counter()
+        outs = model.infer_chunks(images, ranges, sync=True)
+        dt = time.perf_counter() - t0
+        if outs is not None:
+            lo = min(float(o["depth"].min()) for o in outs)
+            hi = max(float(o["depth"].max()) for o in outs)
+            print(f"{len(ranges)} chunks, {args.frames} frames {tuple(images.shape[-2:])}: {dt:.2f}s "
+                  f"({args.frames / dt:.1f} frames/s); depth range {lo:.3g}..{hi:.3g}")
+    finally:
+        shutdown()
     return 0
 
-
-# --- scal3r synth: a synthetic long video with exact ground truth ------------------------------
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="render a synthetic video with ground-truth poses, depth and points",
@@ -170,6 +182,233 @@ def _run_eval(args) -> int:
     return 0
 
 
+# --- scal3r reconstruct / demo / view: a video or folder to poses, depth, points ---------------
+
+UNTRAINED = ("running UNTRAINED (random) weights: poses, depth and points are meaningless; "
+             "pass --weights scal3r.pt for a real reconstruction")
+
+
+class _WarningLines:
+    """Shows library warnings as one `scal3r: warning: ...` line each on stderr (at most `limit`
+    distinct ones, then a count), instead of Python's file:line format."""
+
+    def __init__(self, progress: TerminalProgress, limit: int = 8):
+        self.progress, self.limit = progress, limit
+        self.seen: set = set()
+        self.hidden = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        if text in self.seen:
+            return
+        self.seen.add(text)
+        if len(self.seen) > self.limit:
+            self.hidden += 1
+            return
+        self.progress.interrupt()
+        print(f"scal3r: warning: {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.hidden:
+            print(f"scal3r: warning: {self.hidden} more warnings (all in summary.json)", file=sys.stderr)
+
+
+def _add_frame_options(p) -> None:
+    p.add_argument("--stride", type=int, default=1, help="keep every k-th frame")
+    p.add_argument("--fps", type=float, default=None, help="videos: sample at this many frames per second")
+    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames")
+    p.add_argument("--strict", action="store_true", help="fail on an undecodable frame instead of skipping it")
+
+
+def _add_model_options(p, preset_default: Optional[str]) -> None:
+    p.add_argument("--weights", default=None, help="checkpoint: the official scal3r.pt, VGGT-1B, or ours")
+    p.add_argument("--preset", default=preset_default, help="model size: official, small, tiny, vggt "
+                   f"(default: {preset_default or 'official with --weights, else small'})")
+    p.add_argument("--config", default=None, help="release-style model config (YAML/JSON with model_cfg.sampler_cfg)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="network input width in pixels (default: the model's, 518 for the official model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the network's per-chunk state on disk (bounded RAM for very long videos)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random (untrained) weights and sampling")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def _add_chunk_options(p, block: int, overlap: int) -> None:
+    p.add_argument("--block-size", type=int, default=block, help="frames per chunk")
+    p.add_argument("--overlap", type=int, default=overlap, help="frames shared by consecutive chunks")
+    p.add_argument("--loop", dest="loop", action="store_true", default=True, help="detect and close loops (default)")
+    p.add_argument("--no-loop", dest="loop", action="store_false", help="no loop detection")
+
+
+def _add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="camera poses, intrinsics, depth and a fused point cloud from a video or images",
+                       description="Reconstruct INPUT (a folder of images, a video file, or a text file listing "
+                                   "images) into DIR: trajectory_tum.txt, trajectory_kitti.txt, mat.txt, "
+                                   "intrinsics.json, depth/, confidence/, points.ply, colmap/, trajectory.png, "
+                                   "summary.json. DIR is written atomically.")
+    p.add_argument("input", help="image folder, video file (mp4/mov/avi/mkv) or text file of image paths")
+    p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    _add_model_options(p, "official")
+    _add_chunk_options(p, 60, 30)
+    _add_frame_options(p)
+    p.add_argument("--gt", default=None, help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
+    p.set_defaults(func=_run_reconstruct)
+
+
+def _reconstruct_config(args, **overrides):
+    from scal3r.pipeline import ReconstructConfig
+
+    values = dict(input=getattr(args, "input", None), out=args.out, weights=args.weights, preset=args.preset,
+                  model_config=args.config, block_size=args.block_size, overlap=args.overlap, loop=args.loop,
+                  device=args.device, dtype=args.dtype, resolution=args.resolution, offload=args.offload,
+                  seed=args.seed, stride=getattr(args, "stride", 1), fps=getattr(args, "fps", None),
+                  max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),
+                  overwrite=args.overwrite, gt=getattr(args, "gt", None))
+    values.update(overrides)
+    return ReconstructConfig(**values)
+
+
+def _format_metrics(m: dict) -> str:
+    def f(key, spec=".3f"):
+        v = m.get(key)
+        return "n/a" if v is None or v != v else format(v, spec)
+
+    line = (f"ATE {f('ate')} m over a {f('path_length', '.1f')} m path, RPE {f('rpe_trans')} m / "
+            f"{f('rpe_rot_deg', '.2f')}° per frame")
+    if "chamfer" in m:
+        line += f", Chamfer {f('chamfer')} m, F1 {f('f1')} (at {f('f1_threshold', 'g')} m)"
+    return line
+
+
+def _reconstruct_with_terminal(config, quiet: bool):
+    import warnings
+
+    from scal3r.pipeline import reconstruct
+
+    progress = TerminalProgress(quiet=quiet)
+    lines = _WarningLines(progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lines
+        try:
+            return reconstruct(config, progress=progress)
+        finally:
+            progress.interrupt()
+            lines.close()
+
+
+def _print_result(result) -> None:
+    for note in result.notes:
+        print(f"note: {note}")
+    peak = f", peak RAM {result.peak_rss_mib:.0f} MiB" if result.peak_rss_mib else ""
+    print(f"reconstructed {result.frames} frames ({result.chunks} chunks, {result.loop_chunks} loop chunks, "
+          f"{result.loops_accepted} loops closed, {result.points} points) in {result.seconds:.1f}s{peak} "
+          f"→ {result.out_dir}")
+    if result.metrics:
+        print(f"vs ground truth: {_format_metrics(result.metrics)}")
+
+
+def _run_reconstruct(args) -> int:
+    if not args.weights and not args.quiet:
+        print(f"scal3r: warning: {UNTRAINED}", file=sys.stderr)
+    result = _reconstruct_with_terminal(_reconstruct_config(args), args.quiet)
+    _print_result(result)
+    if not result.trained:
+        print(f"note: {UNTRAINED}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="render a synthetic city drive with a loop, reconstruct it, and evaluate",
+                       description="Render a synthetic city drive that closes a loop (with exact ground truth), "
+                                   "reconstruct it and compare with the ground truth. Without --weights the model "
+                                   "has random weights: this checks the installation end to end, but its geometry "
+                                   "is meaningless.")
+    p.add_argument("--frames", type=int, default=240, help="frames of the synthetic drive")
+    p.add_argument("--out", default="scal3r-demo", help="output folder (world/ and reconstruction/ inside)")
+    _add_model_options(p, None)
+    _add_chunk_options(p, 60, 30)
+    p.set_defaults(func=_run_demo)
+
+
+# Without trained weights the demo runs a small random network at a low resolution, so that it
+# finishes in a few minutes on 2 CPU cores; with --weights, the official model at 518 pixels.
+DEMO_UNTRAINED = {"preset": "small", "resolution": 224}
+
+
+def _run_demo(args) -> int:
+    from pathlib import Path
+
+    from scal3r.data.synthetic import SynthConfig, generate
+    from scal3r.errors import InputError
+
+    root = Path(args.out).expanduser()
+    if root.exists() and not args.overwrite:
+        raise InputError(f"output directory {root} already exists (choose another --out or pass --overwrite)")
+    if args.frames < 60:
+        raise InputError(f"--frames must be at least 60 for a drive that closes a loop, got {args.frames}")
+    trained = bool(args.weights)
+    preset = args.preset or ("official" if trained else DEMO_UNTRAINED["preset"])
+    resolution = args.resolution or (None if trained else DEMO_UNTRAINED["resolution"])
+    if not trained:
+        print(f"scal3r demo: {UNTRAINED}.", file=sys.stderr)
+        print("scal3r demo: no trained weights are bundled yet; the demo exercises the whole pipeline "
+              f"(preset {preset}, {resolution} px) and reports metrics that mean nothing.", file=sys.stderr)
+    t0 = time.perf_counter()
+    world = root / "world"
+    # Frames rendered at the network size: the reconstruction then needs no resize.
+    width = resolution or 518
+    height = max(14, int(round(width * 294 / 518 / 14)) * 14)
+    synth = SynthConfig.preset("city", frames=args.frames, seed=args.seed, trajectory="loop", width=width, height=height)
+    generate(synth, world, overwrite=args.overwrite, progress=TerminalProgress(quiet=args.quiet))
+    print(f"rendered {args.frames} frames of a synthetic city loop ({width}×{height}) in "
+          f"{time.perf_counter() - t0:.1f}s → {world}")
+    config = _reconstruct_config(args, input=str(world / "images"), out=str(root / "reconstruction"), preset=preset,
+                                 resolution=resolution, gt=str(world))
+    result = _reconstruct_with_terminal(config, args.quiet)
+    _print_result(result)
+    print(f"demo finished in {time.perf_counter() - t0:.1f}s.")
+    print(f"  synthetic world and ground truth: {world}")
+    print(f"  reconstruction:                   {result.out_dir}  (summary.json, trajectory.png, points.ply, colmap/)")
+    print(f"  look at it:                       scal3r view {result.out_dir}")
+    if not trained:
+        print(f"note: {UNTRAINED}; the metrics above only show the pipeline ran.")
+    return 0
+
+
+def _add_view(sub) -> None:
+    p = sub.add_parser("view", help="web viewer of a reconstruction (point cloud, cameras, path, time slider)",
+                       description="Serve a viser web viewer of a `scal3r reconstruct` output folder and open "
+                                   "http://HOST:PORT in a browser. Ctrl-C stops it.")
+    p.add_argument("dir", help="a reconstruction folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-points", type=int, default=300_000, help="points sent to the browser (random subset)")
+    p.add_argument("--max-cameras", type=int, default=300, help="camera frustums drawn")
+    p.set_defaults(func=_run_view)
+
+
+def _run_view(args) -> int:
+    from scal3r.viz.viewer import load_scene, start_viewer
+
+    scene = load_scene(args.dir, max_points=args.max_points)
+    server = start_viewer(scene, host=args.host, port=args.port, max_frustums=args.max_cameras)
+    print(f"viewing {args.dir}: {len(scene.c2w)} cameras, {len(scene.points)} points at "
+          f"http://{args.host}:{server.get_port()} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scal3r",
@@ -178,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scal3r {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_forward, _add_synth, _add_eval):
+    for add in (_add_forward, _add_synth, _add_eval, _add_reconstruct, _add_demo, _add_view):
         add(sub)
     return parser
 
