@@ -156,16 +156,30 @@ def build_city(route: CityRoute, rng: np.random.Generator, params: CityParams = 
     downtown = (lo + (hi - lo) * rng.random(2)) * S
     reach = max(float(np.max(hi - lo)) * S * 0.5, S)
 
-    # Roads: segments between neighbouring intersections and the intersection squares.
+    # Only blocks within `margin_blocks` rings of the route are built: a long loop encloses many
+    # blocks that no camera ever sees. built[i, j] is block (lo + (i, j)); padded by one on each side.
+    ii, jj = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    centres = np.stack([ii + 0.5, jj + 0.5], -1).reshape(-1, 1, 2)
+    rings = np.abs(centres - route.nodes[None]).max(-1).min(-1).reshape(ii.shape)
+    built = np.zeros((ii.shape[0] + 2, ii.shape[1] + 2), bool)
+    built[1:-1, 1:-1] = rings <= params.margin_blocks
+
+    def block_built(i: int, j: int) -> bool:
+        return bool(built[i - lo[0] + 1, j - lo[1] + 1])
+
+    # Roads: segments between neighbouring intersections and the intersection squares, wherever a
+    # neighbouring block is built.
     for i in range(lo[0], hi[0] + 1):
         for j in range(lo[1], hi[1] + 1):
+            if not (block_built(i, j) or block_built(i - 1, j) or block_built(i, j - 1) or block_built(i - 1, j - 1)):
+                continue
             x, y = i * S, j * S
             b.ground(x - hw, y - hw, x + hw, y + hw, 0.0, Layer.ASPHALT, (ROAD_TILE_ALONG_M, ROAD_TILE_ALONG_M))
-            if i < hi[0]:  # eastward segment: u along x, v across (south → north)
+            if i < hi[0] and (block_built(i, j) or block_built(i, j - 1)):  # eastward: u along x, v south → north
                 c = np.array([[x + hw, y - hw, 0], [x + S - hw, y - hw, 0], [x + S - hw, y + hw, 0], [x + hw, y + hw, 0]])
                 uv = np.array([[0, 0], [(S - 2 * hw) / ROAD_TILE_ALONG_M, 0], [(S - 2 * hw) / ROAD_TILE_ALONG_M, 1], [0, 1]])
                 b.quads(c[None], uv[None], Layer.ROAD)
-            if j < hi[1]:  # northward segment: u along y, v across (east → west)
+            if j < hi[1] and (block_built(i, j) or block_built(i - 1, j)):  # northward: u along y, v east → west
                 c = np.array([[x + hw, y + hw, 0], [x + hw, y + S - hw, 0], [x - hw, y + S - hw, 0], [x - hw, y + hw, 0]])
                 uv = np.array([[0, 0], [(S - 2 * hw) / ROAD_TILE_ALONG_M, 0], [(S - 2 * hw) / ROAD_TILE_ALONG_M, 1], [0, 1]])
                 b.quads(c[None], uv[None], Layer.ROAD)
@@ -176,6 +190,8 @@ def build_city(route: CityRoute, rng: np.random.Generator, params: CityParams = 
         for j in range(lo[1], hi[1] + 1):
             for along_x in (True, False):
                 if (along_x and i == hi[0]) or (not along_x and j == hi[1]):
+                    continue
+                if not (block_built(i, j) or (block_built(i, j - 1) if along_x else block_built(i - 1, j))):
                     continue
                 for side in (-1, 1):
                     if rng.random() > params.car_probability:
@@ -190,6 +206,8 @@ def build_city(route: CityRoute, rng: np.random.Generator, params: CityParams = 
     # Blocks: a kerbed pavement slab, then buildings or a park.
     for i in range(lo[0], hi[0]):
         for j in range(lo[1], hi[1]):
+            if not block_built(i, j):
+                continue
             x0, y0, x1, y1 = i * S + hw, j * S + hw, (i + 1) * S - hw, (j + 1) * S - hw
             b.box(x0, y0, x1, y1, 0.0, kerb, Layer.CONCRETE, Layer.PAVEMENT, (2.0, 2.0), (4.0, 4.0))
             fx0, fy0, fx1, fy1 = x0 + sw, y0 + sw, x1 - sw, y1 - sw  # frontage lines
