@@ -41,8 +41,8 @@ class TerminalProgress:
         elapsed = now - self._start
         rate = done / elapsed if elapsed > 0 else 0.0
         if total > 0:
-            eta = (total - done) / rate if rate > 0 else float("nan")
-            line = f"{stage}: {done}/{total} ({rate:.2f}/s, ETA {eta:.0f}s)"
+            eta_text = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+            line = f"{stage}: {done}/{total} ({rate:.2f}/s, ETA {eta_text})"
         else:
             line = f"{stage}: {done} ({rate:.2f}/s)"
         sys.stderr.write("\r" + line.ljust(70))

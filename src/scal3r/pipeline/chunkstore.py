@@ -1,0 +1,61 @@
+"""Per-chunk network outputs on disk, read back memory-mapped.
+
+The network hands over each chunk's outputs as soon as they exist (`run_chunks(on_output=...)`);
+`ChunkOutputStore.write` puts the keys the backend needs into `.npy` files with rows in ascending
+frame order, and `load` maps them back without reading them into RAM. So host memory holds about
+one chunk's outputs at a time, however long the video; the page cache does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence
+
+import numpy as np
+
+# What `scal3r.geometry.assemble` reads with point_source="depth" (the release's backend).
+BACKEND_KEYS = ("pose_enc", "depth", "depth_conf")
+
+
+class ChunkOutputStore:
+    """Chunk outputs under `root/chunk{b:05d}.{key}.npy` (float32), plus `frames` (int64)."""
+
+    def __init__(self, root: Path, keys: Sequence[str] = BACKEND_KEYS):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keys = tuple(keys)
+        self.written: List[int] = []
+
+    def _path(self, b: int, key: str) -> Path:
+        return self.root / f"chunk{b:05d}.{key}.npy"
+
+    def write(self, b: int, out: Mapping) -> None:
+        """out: a chunk's outputs with rows in feed order and "frames" (n,) the global frame of each
+        row. Rows are stored sorted by frame; depth (n, H, W, 1) is stored as (n, H, W)."""
+        frames = _numpy(out["frames"]).astype(np.int64)
+        order = np.argsort(frames, kind="stable")
+        np.save(self._path(b, "frames"), frames[order])
+        for key in self.keys:
+            value = _numpy(out[key]).astype(np.float32, copy=False)
+            if key == "depth" and value.ndim == 4 and value.shape[-1] == 1:
+                value = value[..., 0]
+            np.save(self._path(b, key), np.ascontiguousarray(value[order]))
+        self.written.append(b)
+
+    def load(self, b: int) -> Dict[str, np.ndarray]:
+        """Chunk b's outputs as read-only memory maps (rows in ascending frame order)."""
+        out = {key: np.load(self._path(b, key), mmap_mode="r") for key in self.keys}
+        out["frames"] = np.load(self._path(b, "frames"))
+        return out
+
+    def has(self, b: int) -> bool:
+        return self._path(b, "frames").is_file()
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)

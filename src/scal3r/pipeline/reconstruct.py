@@ -1,0 +1,391 @@
+"""`reconstruct(config)`: frames → chunks (+ loop chunks) → network → backend → fusion → exports.
+
+Memory stays bounded by the frames (uint8 at the network size, 3·H·W bytes each) plus about one
+chunk's outputs: the network streams every chunk's outputs to memory-mapped `.npy` files in a work
+folder as soon as they exist (only what the backend reads: pose encoding, depth, confidence), the
+backend reads them back through the page cache, and fusion adds one frame at a time to a voxel
+grid. Everything is written inside a temporary sibling of the output directory, renamed into place
+at the very end (see `scal3r.io.export.AtomicDirectory`).
+
+Stages report progress as `progress(stage, done, total)` with stages "decode", "loop detection",
+"network", "align", "loops", "pose_graph", "fuse", "export", "evaluate".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from scal3r import __version__
+from scal3r.errors import InputError, MissingDependencyError, Scal3RError
+from scal3r.io import export
+from scal3r.pipeline.chunkstore import BACKEND_KEYS, ChunkOutputStore
+from scal3r.pipeline.config import ReconstructConfig, resolve_device, resolve_dtype
+from scal3r.pipeline.monitor import StageMonitor
+from scal3r.progress import ProgressFn, report
+
+WORK_DIR = ".work"  # inside the temporary output directory; removed before the rename
+
+
+@dataclass
+class ReconstructResult:
+    out_dir: Path
+    frames: int
+    chunks: int
+    loop_chunks: int
+    loops_accepted: int
+    points: int
+    seconds: float
+    peak_rss_mib: Optional[float]
+    trained: bool  # False: random weights, geometry meaningless
+    notes: List[str] = field(default_factory=list)
+    metrics: Optional[Dict[str, Any]] = None
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+def load_release_config(path) -> Dict[str, Any]:
+    """A release-style model config (YAML or JSON) → its `model_cfg.sampler_cfg` dict."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"--config {path}: no such file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise MissingDependencyError("reading a YAML model config needs PyYAML: pip install pyyaml "
+                                         "(or give the same config as JSON)") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"--config {path}: expected a mapping with model_cfg.sampler_cfg")
+    cfg = doc.get("model_cfg", doc)
+    cfg = cfg.get("sampler_cfg", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        raise InputError(f"--config {path}: no model_cfg.sampler_cfg mapping in it")
+    return cfg
+
+
+def build_model(config: ReconstructConfig):
+    """→ (model on CPU in eval mode, notes for the user, trained?)."""
+    from scal3r import Scal3R
+
+    if config.model_config:
+        model = Scal3R.from_release_config(load_release_config(config.model_config))
+    else:
+        model = Scal3R.from_preset(config.preset)
+    notes: List[str] = []
+    trained = False
+    if config.weights:
+        path = Path(config.weights).expanduser()
+        if not path.is_file():
+            raise InputError(f"--weights {path}: no such file")
+        notes += model.load_checkpoint(path)
+        trained = True
+    model.eval()
+    return model, notes, trained
+
+
+# --- frames ----------------------------------------------------------------------------------
+
+class _FrameColors:
+    """Lazy per-frame colours (H, W, 3) float32 in [0, 1] from uint8 frames (N, 3, H, W)."""
+
+    def __init__(self, rgb8):
+        self.rgb8 = rgb8
+
+    def __len__(self) -> int:
+        return int(self.rgb8.shape[0])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.rgb8[i].permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+
+
+def frame_timestamps(times: Sequence[Optional[float]], names: Sequence[str],
+                     source_indices: Sequence[int]) -> Tuple[np.ndarray, bool]:
+    """Per-frame timestamps → (seconds (N,), real?). Video frame times when known; else numbers
+    in timestamp-like file names (TUM RGB-D's `1305031102.175304.png`) when they all parse and
+    increase; else the source frame number (not real time)."""
+    if times and all(t is not None for t in times):
+        return np.asarray(times, dtype=np.float64), True
+    try:
+        stems = [os.path.splitext(n)[0] for n in names]
+        values = np.array([float(s) for s in stems], dtype=np.float64)
+        if all("." in s for s in stems) and np.all(np.diff(values) > 0):
+            return values, True
+    except ValueError:
+        pass
+    return np.asarray(source_indices, dtype=np.float64), False
+
+
+def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path, quality=95)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn] = None) -> ReconstructResult:
+    """Run a whole reconstruction into `config.out` (see `scal3r.io.export` for the layout).
+
+    Raises `Scal3RError` subclasses for what a user can fix; the output directory then does not
+    exist (or, with `overwrite`, is the old one, untouched)."""
+    caught: List[str] = []
+    with recording_warnings(caught):
+        return _reconstruct(config, progress, caught)
+
+
+def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caught: List[str]) -> ReconstructResult:
+    import torch
+
+    from scal3r.data.frames import FrameOptions, open_frames, read_frames
+    from scal3r.engine.chunks import chunk_ranges, reference_first_order
+    from scal3r.engine.runner import run_chunks
+    from scal3r.geometry import BackendConfig, FusionConfig, assemble, fuse_reconstruction
+    from scal3r.pipeline.groundtruth import evaluate, load_ground_truth
+    from scal3r.pipeline.loops import LoopPlan, feed_order, loop_config, plan_loops
+
+    config.validate()
+    out = export.AtomicDirectory(config.out, config.overwrite)
+    out.check()  # before any work: an existing output is refused at once
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    gt = load_ground_truth(config.gt) if config.gt else None
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    monitor = StageMonitor()
+
+    with monitor.stage("model"):
+        model, notes, trained = build_model(config)
+        model.to(device)
+    agg_cfg = model.config.aggregator
+    resolution = config.resolution or agg_cfg.img_size
+    options = FrameOptions(resolution=resolution, align=agg_cfg.patch_size, stride=config.stride, fps=config.fps,
+                           max_frames=config.max_frames, strict=config.strict)
+    source = open_frames(config.input, options)
+
+    with out as tmp:
+        work = tmp / WORK_DIR
+        work.mkdir()
+        with monitor.stage("decode"):
+            frames = read_frames(source, progress)
+        n = len(frames)
+        monitor.set_items("decode", n)
+        H, W = frames.size
+        ranges = chunk_ranges(n, config.block_size, config.overlap)
+
+        plan = LoopPlan([], [])
+        if config.loop:
+            with monitor.stage("loop detection"):
+                plan = plan_loops(frames.rgb8, ranges, loop_config(config.loop_threshold, config.loop_min_gap),
+                                  config.max_loops, progress)
+        chunks = [reference_first_order(s, e) for s, e in ranges] + [feed_order(f) for f in plan.frames]
+
+        store = ChunkOutputStore(work / "chunks", BACKEND_KEYS)
+        state = None
+        if config.offload:
+            from scal3r.engine.state import DiskStore
+
+            state = DiskStore(work / "state")
+        with monitor.stage("network", items=len(chunks)):
+            run_chunks(model, frames.rgb8, chunks, sync=True, store=state, device=torch.device(device), dtype=dtype,
+                       progress=progress, on_output=store.write)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+        m = len(ranges)
+        with monitor.stage("backend"):
+            rec = assemble([store.load(b) for b in range(m)], ranges,
+                           loops=[store.load(m + k) for k in range(len(plan.frames))],
+                           config=BackendConfig(), progress=progress)
+
+        with monitor.stage("fusion"):
+            cloud = fuse_reconstruction(rec, colors=_FrameColors(frames.rgb8),
+                                        config=FusionConfig(conf_ratio=config.conf_ratio, voxel_size=config.voxel_size),
+                                        progress=progress)
+
+        timestamps, real_times = frame_timestamps(frames.times, frames.names, frames.source_indices)
+        K_input = np.stack([frames.transforms[i].intrinsics_to_input(torch.from_numpy(rec.K[i])).numpy()
+                            for i in range(n)])
+        with monitor.stage("export", items=n):
+            _export(tmp, config, rec, cloud, frames, timestamps, K_input, progress)
+
+        evaluation = None
+        if gt is not None:
+            with monitor.stage("evaluate"):
+                report(progress, "evaluate", 0, 1)
+                evaluation = evaluate(gt, rec.c2w, frames.source_indices, timestamps if real_times else None,
+                                      cloud.points, config.eval_threshold, config.eval_voxel)
+                report(progress, "evaluate", 1, 1)
+
+        loop_edges = _loop_edges(rec, plan)
+        if config.plot:
+            from scal3r.viz.plots import LoopEdge, plot_trajectory
+
+            try:
+                plot_trajectory(tmp / "trajectory.png", rec.c2w,
+                                [LoopEdge(a, b, ok) for a, b, ok in loop_edges],
+                                gt_c2w=None if evaluation is None else evaluation.gt_in_pred,
+                                title=f"{Path(config.input).name}: {n} frames, {m} chunks, "
+                                      f"{sum(ok for *_, ok in loop_edges)} loops")
+            except MissingDependencyError as err:
+                warnings.warn(f"trajectory.png not written: {err}", RuntimeWarning, stacklevel=2)
+        if evaluation is not None:  # the GT path in the prediction's frame, for `scal3r view`
+            from scal3r.io.trajectory import write_kitti
+
+            write_kitti(tmp / "gt_trajectory_kitti.txt", evaluation.gt_in_pred)
+
+        shutil.rmtree(work)
+        accepted = sum(1 for r in rec.loops if r.accepted)
+        summary = _summary(config, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained,
+                           resolution, caught, loop_edges, real_times, n_chunks_run=len(chunks))
+        if evaluation is not None:
+            summary["metrics"] = evaluation.metrics
+        export.write_json(tmp / "summary.json", summary)
+
+    return ReconstructResult(out_dir=out.target, frames=n, chunks=m, loop_chunks=len(plan.frames),
+                             loops_accepted=accepted, points=int(cloud.points.shape[0]),
+                             seconds=monitor.total_seconds, peak_rss_mib=monitor.peak_rss_mib, trained=trained,
+                             notes=notes, metrics=None if evaluation is None else evaluation.metrics,
+                             summary=summary)
+
+
+@contextlib.contextmanager
+def recording_warnings(sink: List[str]) -> Iterator[None]:
+    """Warnings are shown as usual (by whatever `warnings.showwarning` is in force) and their texts
+    also appended to `sink`, for summary.json."""
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            sink.append(str(message))
+            previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+def _loop_edges(rec, plan) -> List[Tuple[int, int, bool]]:
+    """(frame_a, frame_b, accepted) per loop chunk, at the detected pair's frames."""
+    edges = []
+    for report_, cand in zip(rec.loops, plan.candidates):
+        edges.append((int(cand.frame_a), int(cand.frame_b), bool(report_.accepted)))
+    return edges
+
+
+def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps, K_input, progress) -> None:
+    n = rec.n_frames
+    H, W = frames.size
+    export.write_trajectories(tmp, rec.c2w, timestamps)
+    export.write_release_mat(tmp / "mat.txt", rec.release_c2w())
+    export.write_intrinsics_json(tmp / "intrinsics.json", rec.K, W, H, K_input=K_input,
+                                 input_sizes=[(t.input_hw[1], t.input_hw[0]) for t in frames.transforms])
+    export.write_frame_list(tmp / "frames.txt", frames.source_indices, frames.names, timestamps)
+    export.write_points(tmp / "points.ply", cloud.points, cloud.colors)
+    # Per-frame files: one pass over the frames, progress per frame.
+    steps = n * (int(config.save_depth) + int(config.colmap and config.colmap_images))
+    done = 0
+    if config.save_depth:
+        for folder in ("depth", "confidence"):
+            (tmp / folder).mkdir()
+        for i in range(n):
+            np.save(tmp / "depth" / export.frame_file(i), np.ascontiguousarray(rec.depth[i], dtype=np.float32))
+            np.save(tmp / "confidence" / export.frame_file(i), np.ascontiguousarray(rec.depth_conf[i], dtype=np.float32))
+            done += 1
+            report(progress, "export", done, steps)
+    if config.colmap:
+        names = [f"{i:06d}.jpg" for i in range(n)]
+        points, colors = cloud.points, cloud.colors
+        if points.shape[0] > config.colmap_max_points:
+            keep = np.sort(np.random.default_rng(config.seed).choice(points.shape[0], config.colmap_max_points,
+                                                                      replace=False))
+            points, colors = points[keep], None if colors is None else colors[keep]
+        export.write_colmap(tmp / "colmap", rec.c2w, rec.K, W, H, names, points, colors)
+        if config.colmap_images:
+            (tmp / "colmap" / "images").mkdir()
+            for i in range(n):
+                _save_jpeg(tmp / "colmap" / "images" / names[i], frames.rgb8[i].permute(1, 2, 0).numpy())
+                done += 1
+                report(progress, "export", done, steps)
+
+
+def _versions() -> Dict[str, str]:
+    import torch
+
+    return {"scal3r": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _device_info(device: str, dtype) -> Dict[str, Any]:
+    import torch
+
+    info: Dict[str, Any] = {"device": device, "dtype": str(dtype).replace("torch.", ""),
+                            "threads": torch.get_num_threads()}
+    if device == "cuda":
+        info["name"] = torch.cuda.get_device_name()
+    else:
+        info["name"] = platform.processor() or platform.machine()
+        info["cpus"] = os.cpu_count()
+    return info
+
+
+def _summary(config, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained, resolution,
+             caught, loop_edges, real_times, n_chunks_run) -> Dict[str, Any]:
+    H, W = frames.size
+    return {
+        "scal3r": __version__,
+        "input": {"path": str(config.input), "kind": getattr(source, "kind", "frames"),
+                  "description": source.description, "planned_frames": len(source),
+                  "skipped": list(frames.skipped), "input_size": [int(source.input_size[1]), int(source.input_size[0])],
+                  "timestamps": "real" if real_times else "source frame numbers"},
+        "frames": rec.n_frames,
+        "size": [W, H],
+        "resolution": resolution,
+        "chunks": len(ranges),
+        "chunk_ranges": [list(r) for r in ranges],
+        "network_chunks": n_chunks_run,
+        "loops": {
+            "enabled": bool(config.loop),
+            "candidates": len(plan.candidates),
+            "loop_chunks": len(plan.frames),
+            "accepted": sum(1 for r in rec.loops if r.accepted),
+            "edges": [{"frame_a": a, "frame_b": b, "accepted": ok,
+                       "similarity": float(c.similarity), **{k: v for k, v in asdict(r).items() if k != "index"}}
+                      for (a, b, ok), c, r in zip(loop_edges, plan.candidates, rec.loops)],
+        },
+        "backend": {"pose_graph_iterations": rec.pose_graph_iterations,
+                    "pair_scales": [f.scale for f in rec.pair_fits],
+                    "pair_methods": [f.method for f in rec.pair_fits]},
+        "points": int(cloud.points.shape[0]),
+        "voxel_size": cloud.voxel_size,
+        "model": {"preset": None if config.model_config else config.preset, "config": config.model_config,
+                  "weights": config.weights, "trained": trained, "notes": notes},
+        "device": _device_info(device, dtype),
+        "versions": _versions(),
+        "settings": config.to_dict(),
+        "stages": monitor.to_dict(),
+        "seconds": monitor.total_seconds,
+        "peak_rss_mib": monitor.peak_rss_mib,
+        "warnings": caught,
+    }
