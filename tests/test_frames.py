@@ -24,7 +24,8 @@ from scal3r.data.frames import (
     read_frames,
 )
 from scal3r.data.preprocess import PreprocessOptions, plan_transform, target_size
-from scal3r.data.video import probe_video, write_video
+from scal3r.data.video import probe_video
+from scal3r.io.video import write_video
 from scal3r.errors import InputError
 
 try:

@@ -1,4 +1,4 @@
-"""Video files through PyAV: open with clear errors, count frames cheaply, write an mp4.
+"""Reading video files through PyAV: open with clear errors, count frames cheaply (writing: `scal3r.io.video`).
 
 PyAV is imported lazily so that image folders work without it installed.
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
-import torch
 
 from scal3r.errors import InputError, MissingDependencyError
 
@@ -109,71 +108,6 @@ def _count_packets(path: Union[str, Path]) -> int:
     finally:
         container.close()
     return count
-
-
-def write_video(
-    path: Union[str, Path],
-    frames: Iterable[Union[np.ndarray, torch.Tensor]],
-    fps: float = 30.0,
-    codec: Optional[str] = None,
-    crf: int = 18,
-) -> int:
-    """Encode frames to a video file (mp4/mkv/mov/avi by extension) and return the frame count.
-
-    frames: uint8 (H, W, 3) arrays, or float tensors (3, H, W) in [0, 1]; all the same even size
-    (4:2:0 chroma needs even sides). codec: default libx264 (mpeg4 if this FFmpeg lacks it);
-    mjpeg gives intra-only files.
-    Frames are consumed one at a time, so a generator keeps memory flat.
-    """
-    av = require_av()
-    rate = Fraction(fps).limit_denominator(1001)
-    if codec is None:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    # faststart puts the index first, so a partly written or streamed mp4 can still be opened.
-    faststart = Path(path).suffix.lower() in (".mp4", ".mov", ".m4v")
-    container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
-    stream = None
-    count = 0
-    try:
-        for frame in frames:
-            rgb = _to_hwc_uint8(frame)
-            if stream is None:
-                h, w = rgb.shape[:2]
-                if h % 2 or w % 2:
-                    raise ValueError(f"video frames need even sides, got {h}x{w}")
-                stream = container.add_stream(codec, rate=rate)
-                # MJPEG wants full-range 4:2:0; everything else the usual limited-range 4:2:0.
-                stream.height, stream.width = h, w
-                stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-                if codec == "libx264":
-                    stream.options = {"crf": str(crf)}
-            elif rgb.shape[:2] != (stream.height, stream.width):
-                raise ValueError(f"frame {count} is {rgb.shape[:2]}, the video is {(stream.height, stream.width)}")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-            count += 1
-        if stream is None:
-            raise ValueError("no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
-    return count
-
-
-def _to_hwc_uint8(frame: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
-    """uint8 (H, W, 3) array or float (3, H, W) tensor in [0, 1] → contiguous uint8 (H, W, 3)."""
-    if isinstance(frame, torch.Tensor):
-        t = frame.detach().cpu()
-        if t.dtype != torch.uint8:
-            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
-        if t.ndim == 3 and t.shape[0] == 3 and t.shape[-1] != 3:
-            t = t.permute(1, 2, 0)
-        frame = t.numpy()
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (H, W, 3) frames, got {frame.dtype} {frame.shape}")
-    return np.ascontiguousarray(frame)
 
 
 def _reason(exc: BaseException) -> str:
