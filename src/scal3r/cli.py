@@ -313,8 +313,6 @@ def _print_result(result) -> None:
 
 
 def _run_reconstruct(args) -> int:
-    if not args.weights and not args.quiet:
-        print(f"scal3r: warning: {UNTRAINED}", file=sys.stderr)
     result = _reconstruct_with_terminal(_reconstruct_config(args), args.quiet)
     _print_result(result)
     if not result.trained:

@@ -34,6 +34,12 @@ from scal3r.pipeline.monitor import StageMonitor
 from scal3r.progress import ProgressFn, report
 
 WORK_DIR = ".work"  # inside the temporary output directory; removed before the rename
+UNTRAINED = ("running UNTRAINED (random) weights: poses, depth and points are meaningless; "
+             "pass --weights scal3r.pt for a real reconstruction")
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """The network has random weights (no --weights): the run checks the machinery only."""
 
 
 @dataclass
@@ -84,14 +90,21 @@ def load_release_config(path) -> Dict[str, Any]:
     return cfg
 
 
-def build_model(config: ReconstructConfig):
-    """→ (model on CPU in eval mode, notes for the user, trained?)."""
-    from scal3r import Scal3R
+def model_config(config: ReconstructConfig):
+    """The network's `ModelConfig` from `--config` (release YAML/JSON) or `--preset` (cheap: no weights)."""
+    from scal3r.config import ModelConfig
 
     if config.model_config:
-        model = Scal3R.from_release_config(load_release_config(config.model_config))
-    else:
-        model = Scal3R.from_preset(config.preset)
+        return ModelConfig.from_release(load_release_config(config.model_config))
+    return ModelConfig.preset(config.preset)
+
+
+def build_model(config: ReconstructConfig, model_cfg=None):
+    """→ (model on CPU in eval mode, notes for the user, trained?). Raises CheckpointError when
+    `config.weights` does not fit the model."""
+    from scal3r import Scal3R
+
+    model = Scal3R(model_cfg if model_cfg is not None else model_config(config))
     notes: List[str] = []
     trained = False
     if config.weights:
@@ -175,14 +188,16 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
     np.random.seed(config.seed % 2**32)
     monitor = StageMonitor()
 
-    with monitor.stage("model"):
-        model, notes, trained = build_model(config)
-        model.to(device)
-    agg_cfg = model.config.aggregator
+    # Cheap checks first (input headers, then the checkpoint), so that bad input fails at once.
+    model_cfg = model_config(config)
+    agg_cfg = model_cfg.aggregator
     resolution = config.resolution or agg_cfg.img_size
     options = FrameOptions(resolution=resolution, align=agg_cfg.patch_size, stride=config.stride, fps=config.fps,
                            max_frames=config.max_frames, strict=config.strict)
     source = open_frames(config.input, options)
+    with monitor.stage("model"):
+        model, notes, trained = build_model(config, model_cfg)
+        model.to(device)
 
     with out as tmp:
         work = tmp / WORK_DIR
@@ -201,6 +216,8 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
                                   config.max_loops, progress)
         chunks = [reference_first_order(s, e) for s, e in ranges] + [feed_order(f) for f in plan.frames]
 
+        if not trained:
+            warnings.warn(UNTRAINED, UntrainedWeightsWarning, stacklevel=2)
         store = ChunkOutputStore(work / "chunks", BACKEND_KEYS)
         state = None
         if config.offload:
