@@ -289,9 +289,12 @@ class Renderer:
         sky["u_cloud_offset"].value = lighting.cloud_offset
         self.sky_vao.render(self._moderngl.TRIANGLES)
 
-        rgb = np.frombuffer(self.fbo.read(components=3, attachment=0, alignment=1), dtype=np.uint8)
-        depth = np.frombuffer(self.fbo.read(components=1, attachment=1, dtype="f4", alignment=1), dtype=np.float32)
-        return rgb.reshape(self.height, self.width, 3), depth.reshape(self.height, self.width)
+        # Fresh writable arrays each frame: callers keep them (e.g. queued for writing).
+        rgb = np.empty((self.height, self.width, 3), np.uint8)
+        depth = np.empty((self.height, self.width), np.float32)
+        self.fbo.read_into(rgb, components=3, attachment=0, alignment=1)
+        self.fbo.read_into(depth, components=1, attachment=1, dtype="f4", alignment=1)
+        return rgb, depth
 
     def close(self) -> None:
         if self.ctx is not None:

@@ -232,7 +232,12 @@ class _VoxelPoints:
         cols = np.concatenate([self.colors] + [c for _, c in self._pending])
         self._pending, self._pending_n = [], 0
         keys = np.floor(pts / self.voxel).astype(np.int64)
-        _, first = np.unique(keys, axis=0, return_index=True)
+        if np.abs(keys).max(initial=0) < 2 ** 20:
+            # One int64 per voxel (21 bits per axis): much faster and leaner than unique rows.
+            k = keys + 2 ** 20
+            _, first = np.unique((k[:, 0] << 42) | (k[:, 1] << 21) | k[:, 2], return_index=True)
+        else:
+            _, first = np.unique(keys, axis=0, return_index=True)
         first.sort()  # keep the earliest sample of each voxel, in order of arrival
         self.points, self.colors = pts[first], cols[first]
 
