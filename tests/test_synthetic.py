@@ -104,15 +104,13 @@ def test_default_drive_looks_like_kitti():
 
 @pytest.mark.parametrize("scene", ["city", "walk"])
 def test_trajectory_kinds_revisit_or_not(scene):
-    from scal3r.data.synthetic import build_world as _  # noqa: F401  (import check only)
+    from dataclasses import replace
+
     from scal3r.data.trajectories import (DRIVING, WALKING, camera_poses, fit_city_route, plan_city_route,
                                           plan_walk_path)
 
     n, step = 400, (2.0 if scene == "city" else 0.3)
-    style = DRIVING if scene == "city" else WALKING
-    from dataclasses import replace
-
-    style = replace(style, step=step)
+    style = replace(DRIVING if scene == "city" else WALKING, step=step)
     for kind in ("loop", "figure8", "noloop"):
         rng = np.random.default_rng(1)
         if scene == "city":

@@ -13,7 +13,7 @@ so the buffers read back top row first, with no flip.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 

@@ -37,7 +37,7 @@ from scal3r.data.mesh import Mesh
 from scal3r.data.render import Lighting, Renderer
 from scal3r.data.scenes import CityParams, WalkParams, build_city, build_walk
 from scal3r.data.textures import make_texture_array
-from scal3r.data.trajectories import (DRIVING, TRAJECTORY_KINDS, WALKING, PlanarPath, TrajectoryKind, camera_poses,
+from scal3r.data.trajectories import (DRIVING, TRAJECTORY_KINDS, WALKING, TrajectoryKind, camera_poses,
                                       fit_city_route, frame_arclengths, plan_city_route, plan_walk_path)
 from scal3r.errors import InputError
 from scal3r.io.intrinsics import read_intrinsics, write_intrinsics

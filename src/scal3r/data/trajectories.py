@@ -97,7 +97,7 @@ def smooth_polyline(vertices: np.ndarray, radius: float, closed: bool, spacing: 
     """Polyline (K, 2) with every corner replaced by a circular arc of `radius` (shrunk where the
     neighbouring segments are too short), sampled every `spacing` metres."""
     v = np.asarray(vertices, dtype=np.float64)
-    # Drop repeated and collinear vertices: they carry no corner.
+    # Drop repeated vertices (collinear ones are kept but get no arc).
     keep = [v[0]]
     for p in v[1:]:
         if np.linalg.norm(p - keep[-1]) > 1e-9:
@@ -117,7 +117,7 @@ def smooth_polyline(vertices: np.ndarray, radius: float, closed: bool, spacing: 
         l_in, l_out = np.linalg.norm(d_in), np.linalg.norm(d_out)
         u_in, u_out = d_in / l_in, d_out / l_out
         turn = math.atan2(u_in[0] * u_out[1] - u_in[1] * u_out[0], float(np.dot(u_in, u_out)))
-        if abs(turn) < 1e-6:
+        if abs(turn) < 1e-6 or radius <= 0:
             continue
         r = min(radius, 0.49 * min(l_in, l_out) / math.tan(abs(turn) / 2))
         t = r * math.tan(abs(turn) / 2)
@@ -125,8 +125,7 @@ def smooth_polyline(vertices: np.ndarray, radius: float, closed: bool, spacing: 
         normal = np.array([-u_in[1], u_in[0]]) * math.copysign(1.0, turn)  # towards the centre
         arcs[i] = (start, end, start + normal * r, r, turn)
     pieces = []
-    order = list(range(k)) if closed else list(range(k))
-    for idx, i in enumerate(order):
+    for i in range(k):
         if i in arcs:
             start, end, centre, r, turn = arcs[i]
             a0 = math.atan2(start[1] - centre[1], start[0] - centre[0])
