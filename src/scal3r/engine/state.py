@@ -23,22 +23,32 @@ from torch import Tensor
 
 
 class MemoryStore:
-    """Chunk state kept in RAM (or device memory): {(chunk, name): tensor}."""
+    """Chunk state kept in memory: {(chunk, name): tensor}.
 
-    def __init__(self) -> None:
+    With `device` set (a GPU), tensors are parked in host RAM and brought back to `device` on
+    `get`, so GPU memory holds about one chunk's state (the release does the same with `.cpu()`).
+    """
+
+    def __init__(self, device: Optional[torch.device] = None) -> None:
         self._data: Dict[Tuple[int, str], Tensor] = {}
+        self.device = torch.device(device) if device is not None else None
+
+    def _parks(self) -> bool:
+        return self.device is not None and self.device.type != "cpu"
 
     def put(self, chunk: int, name: str, value: Tensor) -> None:
-        self._data[(chunk, name)] = value
+        self._data[(chunk, name)] = value.to("cpu") if self._parks() else value
 
     def get(self, chunk: int, name: str) -> Tensor:
-        return self._data[(chunk, name)]
+        value = self._data[(chunk, name)]
+        return value.to(self.device, non_blocking=True) if self._parks() else value
 
     def has(self, chunk: int, name: str) -> bool:
         return (chunk, name) in self._data
 
     def pop(self, chunk: int, name: str) -> Tensor:
-        return self._data.pop((chunk, name))
+        value = self._data.pop((chunk, name))
+        return value.to(self.device) if self._parks() else value
 
     def names(self, chunk: int) -> List[str]:
         return [n for (c, n) in self._data if c == chunk]

@@ -132,7 +132,7 @@ class Scal3R(nn.Module):
         if offload:
             store = DiskStore(None if offload is True else offload, device=device)
         else:
-            store = MemoryStore()
+            store = MemoryStore(device)  # on a GPU, chunk state waits in host RAM between layers
         outs = run_chunks(self, images, fed, sync=sync, sum_order=sum_order, store=store, device=device,
                           dtype=dtype, progress=progress, trace=trace)
         return None if outs is None else [_rows_ascending(o) for o in outs]
