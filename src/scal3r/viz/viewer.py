@@ -8,6 +8,8 @@ time slider: frames up to the slider's value are drawn, the current one highligh
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -120,7 +122,10 @@ def start_viewer(scene: Scene, host: str = "127.0.0.1", port: int = 8080, max_fr
     except ImportError:
         raise MissingDependencyError("scal3r view needs viser: pip install viser") from None
     try:
-        server = viser.ViserServer(host=host, port=port, verbose=False)
+        # viser prints a banner on stdout whatever `verbose` says; library code stays silent (the
+        # CLI prints the address). A busy port makes viser move to the next free one.
+        with contextlib.redirect_stdout(io.StringIO()):
+            server = viser.ViserServer(host=host, port=port, verbose=False)
     except OSError as exc:
         raise InputError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
     n = len(scene.c2w)
