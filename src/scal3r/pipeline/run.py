@@ -264,7 +264,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
                 plot_trajectory(tmp / "trajectory.png", rec.c2w,
                                 [LoopEdge(a, b, ok) for a, b, ok in loop_edges],
                                 gt_c2w=None if evaluation is None else evaluation.gt_in_pred,
-                                title=f"{Path(config.input).name}: {n} frames, {m} chunks, "
+                                title=f"{_input_label(config.input)}: {n} frames, {m} chunks, "
                                       f"{sum(ok for *_, ok in loop_edges)} loops")
             except MissingDependencyError as err:
                 warnings.warn(f"trajectory.png not written: {err}", RuntimeWarning, stacklevel=2)
@@ -301,6 +301,12 @@ def recording_warnings(sink: List[str]) -> Iterator[None]:
 
         warnings.showwarning = show
         yield
+
+
+def _input_label(path) -> str:
+    """A short name for plot titles: the folder or file name (the parent's for a generic `images`)."""
+    p = Path(path).expanduser()
+    return f"{p.parent.name}/{p.name}" if p.name in ("images", "frames", "rgb", "image") and p.parent.name else p.name
 
 
 def _loop_edges(rec, plan) -> List[Tuple[int, int, bool]]:
