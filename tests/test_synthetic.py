@@ -291,7 +291,7 @@ def test_missing_egl_says_what_to_install(monkeypatch):
     from scal3r.data.render import create_context
 
     def fail(*args, **kwargs):
-        raise Exception("libEGL.so.1: cannot open shared object file")
+        raise Exception("libEGL.so.1: cannot open shared object file\nsecond line")
 
     monkeypatch.setattr(moderngl, "create_standalone_context", fail)
     with pytest.raises(MissingDependencyError, match="libegl1 libegl-mesa0 libgl1-mesa-dri") as e:

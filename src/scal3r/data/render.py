@@ -156,7 +156,8 @@ def create_context():
     try:
         return moderngl.create_standalone_context(require=330, backend="egl")
     except Exception as e:  # moderngl raises plain Exception when EGL or the driver is missing
-        raise MissingDependencyError(f"cannot create a headless OpenGL 3.3 context via EGL ({e}); {EGL_HINT}") from None
+        reason = " ".join(str(e).split())  # the CLI shows one line
+        raise MissingDependencyError(f"cannot create a headless OpenGL 3.3 context via EGL ({reason}); {EGL_HINT}") from None
 
 
 def projection_from_intrinsics(K: np.ndarray, width: int, height: int, near: float, far: float) -> np.ndarray:
