@@ -287,7 +287,10 @@ def generate(config: SynthConfig, out_dir: PathLike, video: bool = False, overwr
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
             tmp.rename(out)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
         else:
             tmp.rename(out)
     except BaseException:
