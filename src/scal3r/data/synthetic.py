@@ -222,7 +222,7 @@ class _VoxelPoints:
     def add(self, points: np.ndarray, colors: np.ndarray) -> None:
         self._pending.append((points, colors))
         self._pending_n += len(points)
-        if self._pending_n > 2_000_000:
+        if self._pending_n > 500_000:  # bounded memory; the merge is a sort of ~2M keys
             self._reduce()
 
     def _reduce(self) -> None:
