@@ -132,6 +132,44 @@ def test_short_trajectory_has_no_kitti_segments():
     assert k.segments == 0 and np.isnan(k.t_rel)
 
 
+def devkit_reference(pred, gt, lengths=(100, 200, 300, 400, 500, 600, 700, 800), step=10):
+    """A literal, loop-by-loop transcription of the KITTI devkit's calcSequenceErrors (acos angle)."""
+    dist = [0.0]
+    for i in range(1, len(gt)):
+        dist.append(dist[-1] + np.linalg.norm(gt[i, :3, 3] - gt[i - 1, :3, 3]))
+    t_errs, r_errs = [], []
+    for first in range(0, len(gt), step):
+        for length in lengths:
+            last = next((i for i in range(first, len(dist)) if dist[i] > dist[first] + length), -1)
+            if last == -1:
+                continue
+            delta_gt = np.linalg.inv(gt[first]) @ gt[last]
+            delta_pred = np.linalg.inv(pred[first]) @ pred[last]
+            err = np.linalg.inv(delta_pred) @ delta_gt
+            d = 0.5 * (np.trace(err[:3, :3]) - 1.0)
+            r_errs.append(np.arccos(max(min(d, 1.0), -1.0)) / length)
+            t_errs.append(np.linalg.norm(err[:3, 3]) / length)
+    return np.mean(t_errs) * 100, np.degrees(np.mean(r_errs)) * 100, len(t_errs)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kitti_matches_devkit_transcription(seed):
+    rng = np.random.default_rng(seed)
+    n = 900
+    gt = np.tile(np.eye(4), (n, 1, 1))
+    heading = np.cumsum(rng.normal(scale=0.02, size=n))
+    gt[:, 0, 3] = np.cumsum(np.cos(heading))
+    gt[:, 2, 3] = np.cumsum(np.sin(heading))
+    for i in range(n):
+        c, s_ = np.cos(-heading[i]), np.sin(-heading[i])
+        gt[i, :3, :3] = np.array([[c, 0, s_], [0, 1, 0], [-s_, 0, c]])
+    pred = perturb(rng, gt, rot_sigma=0.01, trans_sigma=0.2)
+    t_ref, r_ref, count = devkit_reference(pred, gt)
+    k = kitti_segment_errors(pred, gt)
+    assert k.segments == count
+    assert abs(k.t_rel - t_ref) < 1e-6 and abs(k.r_rel - r_ref) < 1e-6
+
+
 # --- cross-check against evo --------------------------------------------------------------------
 
 evo_traj = pytest.importorskip("evo.core.trajectory")
