@@ -136,3 +136,15 @@ def test_demo(tmp_path, capsys):
     assert (out / "world" / "poses_kitti.txt").is_file()
     # A second run refuses the existing folder.
     assert main(["demo", "--frames", "60", "--out", str(out), "--preset", "tiny", "--quiet"]) == 2
+
+
+def test_plan_loops_leaves_out_pairs_a_chunk_already_holds(monkeypatch):
+    import scal3r.pipeline.loops as loops
+
+    pairs = [LoopCandidate(18, 45, 0.99), LoopCandidate(5, 150, 0.98)]
+    monkeypatch.setattr(loops, "find_loop_candidates", lambda d, c: pairs)
+    rgb8 = np.zeros((200, 3, 64, 64), np.uint8)
+    plan = loops.plan_loops(rgb8, [(0, 60), (30, 90), (60, 120), (90, 150), (120, 180), (150, 200)])
+    assert [(c.frame_a, c.frame_b) for c in plan.candidates] == [(5, 150)]
+    f = plan.frames[0]
+    assert f.min() < 60 and f.max() >= 150

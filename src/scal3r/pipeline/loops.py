@@ -65,6 +65,8 @@ def plan_loops(rgb8, chunk_ranges: Sequence[Tuple[int, int]], config: Optional[L
     kept: List[LoopCandidate] = []
     frames: List[np.ndarray] = []
     for cand in find_loop_candidates(descriptors, config):
+        if any(s <= cand.frame_a and cand.frame_b < e for s, e in chunk_ranges):
+            continue  # a chunk already holds both ends (overlapping chunks): nothing to close
         try:
             f = loop_chunk_frames(cand, chunk_ranges, config.window)
         except InputError:

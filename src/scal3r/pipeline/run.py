@@ -223,7 +223,8 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         if config.offload:
             from scal3r.engine.state import DiskStore
 
-            state = DiskStore(work / "state")
+            # Inside the temporary output: removed with it on failure, so nothing to keep.
+            state = DiskStore(work / "state", keep_on_failure=False)
         with monitor.stage("network", items=len(chunks)):
             run_chunks(model, frames.rgb8, chunks, sync=True, store=state, device=torch.device(device), dtype=dtype,
                        progress=progress, on_output=store.write)
