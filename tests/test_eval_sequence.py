@@ -109,3 +109,30 @@ def test_cli_eval_prints_and_writes_json(tmp_path, capsys):
     assert doc["trajectory"]["kitti"]["t_rel"] is None  # 90 m of path: no 100 m segment, NaN → null
     assert main(["eval", str(tmp_path / "missing"), str(tmp_path / "gt")]) == 2
     assert "scal3r: error:" in capsys.readouterr().err
+
+
+def test_reconstruct_output_folder_with_frame_list(tmp_path):
+    """The layout `scal3r reconstruct` writes: trajectory_*.txt, frames.txt (here every 2nd source
+    frame), points.ply, depth maps at another resolution of the same aspect ratio."""
+    rng = np.random.default_rng(5)
+    gt_c2w, gt_points, depths = make_gt(tmp_path / "gt", rng, n=60)
+    for i in range(4, 9):  # more ground-truth depth maps, so that sources 0, 2, 4, 6, 8 exist
+        np.save(tmp_path / "gt" / "depth" / f"{i:06d}.npy", rng.uniform(1, 30, size=(12, 16)).astype(np.float32))
+    sources = np.arange(0, 60, 2)
+    rec = tmp_path / "rec"
+    (rec / "depth").mkdir(parents=True)
+    sim = Alignment(2.0, np.eye(3), np.array([1.0, 2, 3]))
+    write_kitti(rec / "trajectory_kitti.txt", sim.apply_poses(gt_c2w[sources]))
+    (rec / "frames.txt").write_text("# index source_index name timestamp\n" +
+                                    "".join(f"{i} {s} {s:06d}.png {s / 10!r}\n" for i, s in enumerate(sources)))
+    for i, s in enumerate(sources[:4]):
+        g = np.load(tmp_path / "gt" / "depth" / f"{s:06d}.npy")
+        np.save(rec / "depth" / f"{i:06d}.npy", np.repeat(np.repeat(g, 2, 0), 2, 1) * 3)  # 2× size, 3× scale
+    np.save(rec / "depth" / "000004.npy", np.ones((10, 10), np.float32))  # wrong aspect: skipped
+    r = evaluate_sequence(rec, tmp_path / "gt")
+    assert r["trajectory"]["matched"] == 30 and r["trajectory"]["ate"]["rmse"] < 1e-9
+    assert r["depth"]["images"] == 4 and r["depth"]["abs_rel"] < 1e-6
+    assert len(r["depth"]["skipped"]) == 1
+    (rec / "frames.txt").write_text("0 999 x.png 0.0\n")
+    with pytest.raises(InputError, match="frames.txt"):
+        evaluate_sequence(rec, tmp_path / "gt")

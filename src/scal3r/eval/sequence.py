@@ -1,15 +1,21 @@
 """Evaluate a predicted sequence directory against a ground-truth directory (`scal3r eval PRED GT`).
 
-Both directories use the layout of `scal3r.data.synthetic` (a prediction needs only some of it):
+The ground truth uses the layout of `scal3r.data.synthetic`; the prediction that layout or the
+output folder of `scal3r reconstruct` (a prediction needs only some of it):
 
-- trajectory: `poses_tum.txt` (`t tx ty tz qx qy qz qw`) or `poses_kitti.txt` (3×4 c2w rows), or
-  `poses.txt` in either format. TUM on both sides is associated by timestamp (nearest within
-  `max_time_diff`); otherwise row i is frame i. Either side may also be given as the file itself.
+- trajectory: `poses_tum.txt` / `trajectory_tum.txt` (`t tx ty tz qx qy qz qw`) or
+  `poses_kitti.txt` / `trajectory_kitti.txt` (3×4 c2w rows), or `poses.txt` in either format.
+  Frames are matched, in this order of preference: through the prediction's `frames.txt`
+  (`index source_index name timestamp`, as `scal3r reconstruct` writes it: row i is ground-truth
+  frame source_index); by timestamp when both sides are TUM (nearest within `max_time_diff`);
+  else row i is frame i. Either side may also be given as the trajectory file itself.
 - point cloud: `scene_points.ply` for the ground truth; for the prediction the first of
   `points.ply`, `scene_points.ply`, `pointcloud.ply`, `fused.ply`, or the only `*.ply` there. The
   prediction is moved into the ground-truth frame with the trajectory alignment first (so its
   scale and placement are the trajectory's, not fitted again to the cloud).
-- depth: `depth/<stem>.npy` files present on both sides, compared with per-image median scaling.
+- depth: `depth/*.npy` of the same frames on both sides (matched as the trajectory rows are),
+  compared with per-image median scaling; a prediction of another size with the same aspect
+  ratio is resampled (nearest) onto the ground-truth grid, one of another aspect is skipped.
 
 What is missing on the prediction side is skipped; a trajectory is required for point clouds (for
 the alignment) unless `align="none"`.
@@ -35,6 +41,7 @@ from scal3r.io.trajectory import associate_timestamps, read_kitti, read_tum
 
 PathLike = Union[str, os.PathLike]
 PRED_CLOUD_NAMES = ("points.ply", "scene_points.ply", "pointcloud.ply", "fused.ply")
+TRAJECTORY_NAMES = ("poses_tum.txt", "poses_kitti.txt", "trajectory_tum.txt", "trajectory_kitti.txt", "poses.txt")
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,10 @@ def load_trajectory(location: PathLike) -> Trajectory:
     """A trajectory file, or the trajectory file of a sequence directory (see the module docstring)."""
     location = Path(location)
     if location.is_dir():
-        for name in ("poses_tum.txt", "poses_kitti.txt", "poses.txt"):
+        for name in TRAJECTORY_NAMES:
             if (location / name).is_file():
                 return load_trajectory(location / name)
-        raise InputError(f"{location}: no poses_tum.txt, poses_kitti.txt or poses.txt")
+        raise InputError(f"{location}: no trajectory ({', '.join(TRAJECTORY_NAMES)})")
     if not location.is_file():
         raise InputError(f"trajectory not found: {location}")
     first = next((line for line in location.read_text(encoding="utf-8").splitlines()
@@ -80,8 +87,34 @@ def load_trajectory(location: PathLike) -> Trajectory:
     raise InputError(f"{location}: neither TUM (8 columns) nor KITTI (12 columns); found {columns}")
 
 
-def associate(pred: Trajectory, gt: Trajectory, max_time_diff: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Index arrays (ip, ig) of the frames compared."""
+def read_source_indices(pred_dir: Path) -> Optional[np.ndarray]:
+    """The `source_index` column (N,) of a prediction's frames.txt, or None without one."""
+    path = pred_dir / "frames.txt"
+    if not path.is_file():
+        return None
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            rows.append(int(parts[1]))
+        except (IndexError, ValueError):
+            raise InputError(f"{path}:{lineno}: expected `index source_index name timestamp`") from None
+    return np.asarray(rows, dtype=np.int64)
+
+
+def associate(pred: Trajectory, gt: Trajectory, max_time_diff: float,
+              source_indices: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Index arrays (ip, ig) of the frames compared (see the module docstring for the rules)."""
+    if source_indices is not None:
+        if len(source_indices) != len(pred.c2w):
+            raise InputError(f"frames.txt lists {len(source_indices)} frames but {pred.path} has {len(pred.c2w)} poses")
+        ok = (source_indices >= 0) & (source_indices < len(gt.c2w))
+        if not ok.all():
+            raise InputError(f"frames.txt names source frames up to {source_indices.max()}, but {gt.path} has "
+                             f"only {len(gt.c2w)} poses")
+        return np.arange(len(pred.c2w)), source_indices
     if pred.timestamps is not None and gt.timestamps is not None:
         ip, ig = associate_timestamps(pred.timestamps, gt.timestamps, max_time_diff)
         if len(ip) < 2:
@@ -121,10 +154,11 @@ def evaluate_sequence(pred: PathLike, gt: PathLike, options: EvalOptions = EvalO
                                  "options": {"align": options.align, "threshold": options.threshold,
                                              "voxel": options.voxel, "rpe_delta": options.rpe_delta}}
     alignment: Optional[Alignment] = Alignment.identity() if options.align == "none" else None
-    has_traj = pred.is_file() or any((pred / n).is_file() for n in ("poses_tum.txt", "poses_kitti.txt", "poses.txt"))
+    sources = read_source_indices(pred) if pred.is_dir() else None
+    has_traj = pred.is_file() or any((pred / n).is_file() for n in TRAJECTORY_NAMES)
     if has_traj:
         p, g = load_trajectory(pred), load_trajectory(gt)
-        ip, ig = associate(p, g, options.max_time_diff)
+        ip, ig = associate(p, g, options.max_time_diff, sources)
         metrics = evaluate_trajectory(p.c2w[ip], g.c2w[ig], options.align, options.rpe_delta, options.kitti_lengths)
         result["trajectory"] = {"pred_file": str(p.path), "gt_file": str(g.path), "matched": int(len(ip)),
                                 **metrics.to_dict()}
@@ -139,28 +173,42 @@ def evaluate_sequence(pred: PathLike, gt: PathLike, options: EvalOptions = EvalO
             pc, gc = read_ply(cloud), read_ply(gt / "scene_points.ply")
             m = pointcloud_metrics(alignment.apply_points(pc.points), gc.points, options.threshold, options.voxel)
             result["pointcloud"] = {"pred_file": str(cloud), **m.to_dict()}
-        pairs = _depth_pairs(pred, gt)
+        pairs = _depth_pairs(pred, gt, sources)
         if pairs:
-            dm = depth_metrics(_load_depth_pairs(pairs))
+            skipped: List[str] = []
+            dm = depth_metrics(_load_depth_pairs(pairs, skipped))
             result["depth"] = dm.to_dict()
+            if skipped:
+                result["depth"]["skipped"] = skipped
     if not any(k in result for k in ("trajectory", "pointcloud", "depth")):
         raise InputError(f"nothing to evaluate: {pred} has no trajectory, point cloud or depth maps that match {gt}")
     return result
 
 
-def _depth_pairs(pred: Path, gt: Path) -> List[Tuple[Path, Path]]:
+def _depth_pairs(pred: Path, gt: Path, sources: Optional[np.ndarray]) -> List[Tuple[Path, Path]]:
+    """(predicted, ground-truth) depth files of the same frames: by frames.txt, else by file name."""
     if not (pred / "depth").is_dir() or not (gt / "depth").is_dir():
         return []
-    gt_files = {f.stem: f for f in (gt / "depth").glob("*.npy")}
-    return [(f, gt_files[f.stem]) for f in sorted((pred / "depth").glob("*.npy")) if f.stem in gt_files]
+    gt_files = sorted((gt / "depth").glob("*.npy"))
+    pred_files = sorted((pred / "depth").glob("*.npy"))
+    if sources is not None:
+        return [(pred_files[i], gt_files[s]) for i, s in enumerate(sources) if i < len(pred_files) and s < len(gt_files)]
+    by_stem = {f.stem: f for f in gt_files}
+    return [(f, by_stem[f.stem]) for f in pred_files if f.stem in by_stem]
 
 
-def _load_depth_pairs(pairs):
-    # A prediction at another resolution is resampled (nearest) onto the ground-truth grid.
+def _load_depth_pairs(pairs, skipped: List[str]):
+    # A prediction at another resolution is resampled (nearest) onto the ground-truth grid; one of
+    # another aspect ratio was cropped or padded differently, and pixels would not correspond.
     for pp, gp in pairs:
         g = np.load(gp)
         p = np.load(pp)
-        yield (p if p.shape == g.shape else _resize_nearest(p, g.shape)), g
+        if p.shape != g.shape:
+            if abs(p.shape[1] / p.shape[0] - g.shape[1] / g.shape[0]) > 0.01 * g.shape[1] / g.shape[0]:
+                skipped.append(f"{pp.name}: {p.shape[1]}×{p.shape[0]} vs {g.shape[1]}×{g.shape[0]}")
+                continue
+            p = _resize_nearest(p, g.shape)
+        yield p, g
 
 
 def _fmt(x: object, spec: str = ".4f") -> str:
