@@ -152,10 +152,11 @@ def _run_synth(args) -> int:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="trajectory, point-cloud and depth metrics of a prediction against ground truth",
-                       description="Compare a prediction directory (or trajectory file) with a ground-truth directory "
-                                   "(or file) in the `scal3r synth` layout: ATE/RPE/KITTI drift, "
+                       description="Compare a prediction (a `scal3r reconstruct` output folder, a folder in the "
+                                   "`scal3r synth` layout, or a TUM/KITTI trajectory file) with ground truth in "
+                                   "the `scal3r synth` layout: ATE/RPE/KITTI drift, "
                                    "accuracy/completeness/Chamfer/F1, depth AbsRel/δ<1.25.")
-    p.add_argument("pred", help="prediction directory or trajectory file (TUM or KITTI)")
+    p.add_argument("pred", help="prediction folder or trajectory file (TUM or KITTI)")
     p.add_argument("gt", help="ground-truth directory or trajectory file")
     p.add_argument("--align", choices=("sim3", "se3", "none"), default="sim3",
                    help="Umeyama alignment of the predicted camera centres (sim3 for monocular methods)")
