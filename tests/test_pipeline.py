@@ -77,9 +77,10 @@ def test_offload_and_bf16_give_the_same_outputs_format(frames_dir, tmp_path):
     b = reconstruct(_config(frames_dir, tmp_path / "b", offload=True))
     np.testing.assert_allclose(read_kitti(tmp_path / "a" / "trajectory_kitti.txt"),
                                read_kitti(tmp_path / "b" / "trajectory_kitti.txt"), atol=1e-6)
-    c = reconstruct(_config(frames_dir, tmp_path / "c", dtype="bf16"))
+    # bf16 autocast is slow on CPU: one chunk is enough to see it taken up.
+    c = reconstruct(_config(frames_dir, tmp_path / "c", dtype="bf16", max_frames=4))
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["device"]["dtype"] == "bfloat16"
-    assert a.frames == b.frames == c.frames == 10
+    assert a.frames == b.frames == 10 and c.frames == 4
 
 
 def test_video_input_with_stride_and_timestamps(tmp_path, capsys):
