@@ -109,7 +109,8 @@ class MeshBuilder:
             top_layer: int, side_tile_m: Tuple[float, float] = (1.0, 1.0), top_tile_m: Tuple[float, float] = (1.0, 1.0),
             tint=(1.0, 1.0, 1.0), bottom: bool = False, tile=None) -> None:
         """Axis-aligned box: four walls (as `wall`, u running on around the box) and a top (and a
-        bottom on request). Built in one call: cars and benches are made of many small boxes."""
+        bottom in the side material on request, for boxes seen from below). Built in one call: cars
+        and benches are made of many small boxes."""
         # Walking the footprint counter-clockwise (seen from above), the outside is on the right.
         foot = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
         edge = np.hypot(*(foot[1:] - foot[:-1]).T) / side_tile_m[0]
@@ -121,11 +122,12 @@ class MeshBuilder:
         walls[:, :2, 2], walls[:, 2:, 2] = z0, z1
         wall_uv = np.stack([np.stack([u[:-1], np.zeros(4)], 1), np.stack([u[1:], np.zeros(4)], 1),
                             np.stack([u[1:], np.full(4, v1)], 1), np.stack([u[:-1], np.full(4, v1)], 1)], 1)
-        tops = [np.array([[x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]])]
-        if bottom:
-            tops.append(np.array([[x0, y0, z0], [x0, y1, z0], [x1, y1, z0], [x1, y0, z0]]))
-        tops = np.stack(tops)
+        tops = np.array([[[x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]]])
         top_uv = tops[..., :2] / np.asarray(top_tile_m)
+        if bottom:  # an underside (ceilings, lamp heads) in the side material
+            under = np.array([[[x0, y0, z0], [x0, y1, z0], [x1, y1, z0], [x1, y0, z0]]])
+            walls = np.concatenate([walls, under])
+            wall_uv = np.concatenate([wall_uv, under[..., :2] / np.asarray(side_tile_m)])
         if side_layer == top_layer:
             self.quads(np.concatenate([walls, tops]), np.concatenate([wall_uv, top_uv]), side_layer, tint, tile)
         else:

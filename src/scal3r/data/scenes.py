@@ -107,9 +107,9 @@ def add_street_light(b: MeshBuilder, x: float, y: float, z0: float, toward: Tupl
     tx, ty = toward
     ex, ey = x + 1.5 * tx, y + 1.5 * ty
     lo, hi = np.minimum([x, y], [ex, ey]) - 0.06, np.maximum([x, y], [ex, ey]) + 0.06
-    b.box(lo[0], lo[1], hi[0], hi[1], z0 + height - 0.12, z0 + height, Layer.METAL, Layer.METAL)
+    b.box(lo[0], lo[1], hi[0], hi[1], z0 + height - 0.12, z0 + height, Layer.METAL, Layer.METAL, bottom=True)
     b.box(ex - 0.3, ey - 0.3, ex + 0.3, ey + 0.3, z0 + height - 0.35, z0 + height - 0.1, Layer.METAL, Layer.METAL,
-          tint=(1.3, 1.3, 1.25))
+          tint=(1.3, 1.3, 1.25), bottom=True)
 
 
 def add_car(b: MeshBuilder, x: float, y: float, along_x: bool, rng: np.random.Generator) -> None:
@@ -326,7 +326,7 @@ def build_walk(path: PlanarPath, rng: np.random.Generator, params: WalkParams = 
         y_line = lo[1] + 3.5 if side == 0 else hi[1] - 3.5
         y_wall = lo[1] if side == 0 else hi[1]
         ya, yb = sorted((y_line, y_wall))
-        b.box(lo[0], ya - 0.3, hi[0], yb + 0.3, 4.2, 4.6, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0))
+        b.box(lo[0], ya - 0.3, hi[0], yb + 0.3, 4.2, 4.6, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0), bottom=True)
         for x in np.arange(lo[0] + 1.6, hi[0] - 1.0, BAY):
             if tree.query([x, y_line])[0] > 0.3 + params.clearance:
                 b.box(x - 0.25, y_line - 0.25, x + 0.25, y_line + 0.25, 0.0, 4.2, Layer.CONCRETE, Layer.CONCRETE)
@@ -335,7 +335,7 @@ def build_walk(path: PlanarPath, rng: np.random.Generator, params: WalkParams = 
         x_line = lo[0] + 3.5 if side == 3 else hi[0] - 3.5
         x_wall = lo[0] if side == 3 else hi[0]
         xa, xb = sorted((x_line, x_wall))
-        b.box(xa - 0.3, lo[1], xb + 0.3, hi[1], 4.2, 4.6, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0))
+        b.box(xa - 0.3, lo[1], xb + 0.3, hi[1], 4.2, 4.6, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0), bottom=True)
         for y in np.arange(lo[1] + 1.6, hi[1] - 1.0, BAY):
             if tree.query([x_line, y])[0] > 0.3 + params.clearance:
                 b.box(x_line - 0.25, y - 0.25, x_line + 0.25, y + 0.25, 0.0, 4.2, Layer.CONCRETE, Layer.CONCRETE)
@@ -403,13 +403,14 @@ def _add_pavilion(b: MeshBuilder, x: float, y: float, rng: np.random.Generator) 
                 mid = (wx0 + wx1) / 2
                 b.box(wx0, wy0, mid - 0.55, wy1, 0.0, h, layer, Layer.CONCRETE, (BAY, BAY), tint=tint)
                 b.box(mid + 0.55, wy0, wx1, wy1, 0.0, h, layer, Layer.CONCRETE, (BAY, BAY), tint=tint)
-                b.box(mid - 0.55, wy0, mid + 0.55, wy1, 2.2, h, Layer.CONCRETE, Layer.CONCRETE, tint=tint)
+                b.box(mid - 0.55, wy0, mid + 0.55, wy1, 2.2, h, Layer.CONCRETE, Layer.CONCRETE, tint=tint, bottom=True)
             else:
                 mid = (wy0 + wy1) / 2
                 b.box(wx0, wy0, wx1, mid - 0.55, 0.0, h, layer, Layer.CONCRETE, (BAY, BAY), tint=tint)
                 b.box(wx0, mid + 0.55, wx1, wy1, 0.0, h, layer, Layer.CONCRETE, (BAY, BAY), tint=tint)
-                b.box(wx0, mid - 0.55, wx1, mid + 0.55, 2.2, h, Layer.CONCRETE, Layer.CONCRETE, tint=tint)
+                b.box(wx0, mid - 0.55, wx1, mid + 0.55, 2.2, h, Layer.CONCRETE, Layer.CONCRETE, tint=tint, bottom=True)
         else:
             b.box(wx0, wy0, wx1, wy1, 0.0, h, layer, Layer.CONCRETE, (BAY, BAY), tint=tint)
-    b.box(x0 - 0.2, y0 - 0.2, x1 + 0.2, y1 + 0.2, h, h + 0.25, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0), tint)
+    b.box(x0 - 0.2, y0 - 0.2, x1 + 0.2, y1 + 0.2, h, h + 0.25, Layer.CONCRETE, Layer.ROOF, (4.0, 4.0), (4.0, 4.0), tint,
+          bottom=True)
     add_bench(b, x, y + (c - 0.6) * (1 if door != 2 else -1), True)
