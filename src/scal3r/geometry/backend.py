@@ -20,7 +20,7 @@ from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
 from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid, reference_row
 from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
-from scal3r.geometry.sim3 import nearest_rotation, sim3_inverse, sim3_split
+from scal3r.geometry.sim3 import nearest_rotation, sim3_adjoint, sim3_inverse, sim3_split
 from scal3r.progress import ProgressFn, report
 
 
@@ -35,17 +35,25 @@ class BackendConfig:
     pose_graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
     # A loop whose pose-graph weight ends below this is reported as rejected and removed.
     min_loop_weight: float = 0.1
+    # Systematic error of the sequential alignments (see posegraph): "bias" estimates one Sim(3)
+    # error shared by every alignment in the chunks' canonical frames, with the poses, when loops
+    # make it observable; prior σ per alignment of (ρ in reference-depth units, ω in radians,
+    # σ in log-scale). "none": the release's plain graph.
+    systematic: str = "bias"
+    bias_sigma: Tuple[float, float, float] = (0.1, 0.05, 0.1)
 
     def __post_init__(self):
         if self.point_source not in ("depth", "world_points"):
             raise ValueError(f"point_source must be 'depth' or 'world_points', got {self.point_source!r}")
+        if self.systematic not in ("bias", "none"):
+            raise ValueError(f"systematic must be 'bias' or 'none', got {self.systematic!r}")
         if self.ownership not in ("halves", "central"):
             raise ValueError(f"ownership must be 'halves' or 'central', got {self.ownership!r}")
 
     @classmethod
     def release(cls) -> "BackendConfig":
         """The Scal3R release's post-processing (sim3_wet on depth points, overlap halves)."""
-        return cls(align=AlignConfig.release(), point_source="depth", ownership="halves")
+        return cls(align=AlignConfig.release(), point_source="depth", ownership="halves", systematic="none")
 
 
 @dataclass
@@ -277,7 +285,7 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
         poses = chain_poses([f.matrix for f in fits])
         loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress)
         if loop_edges:
-            poses, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config)
+            poses, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config, views)
             report(progress, "pose_graph", 1, 1)
     return _compose_frames(views, ranges, poses, fits, reports, iterations, config)
 
@@ -306,18 +314,39 @@ def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
     return edges, reports
 
 
-def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig):
-    """Sequential + loop edges → optimised chunk poses; loops the solution disowns are dropped."""
-    seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential") for b, f in enumerate(fits)]
+def canonical_frame(view: ChunkView) -> np.ndarray:
+    """(4, 4) similarity from a chunk's canonical frame into its own frame: the reference camera,
+    with one unit = the median depth of the reference frame. Chunk frames of different models (or
+    of one model at different scales) agree in this frame, and so do their systematic errors."""
+    ref = reference_row(len(view.frames))
+    G = invert_rigid(view.w2c[ref])
+    d = np.asarray(view.depth[ref])
+    ok = np.isfinite(d) & (d > 0)
+    G[:3, :3] *= float(np.median(d[ok])) if ok.any() else 1.0
+    return G
+
+
+def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views):
+    """Sequential + loop edges → (optimised chunk poses, iterations); loops the solution disowns
+    are dropped."""
+    use_bias = config.systematic == "bias"
+    prior = None
+    if use_bias:
+        s_rho, s_omega, s_sigma = config.bias_sigma
+        prior = np.diag(1.0 / np.array([s_rho] * 3 + [s_omega] * 3 + [s_sigma]) ** 2)
+    seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential",
+                          bias_map=sim3_adjoint(canonical_frame(views[b + 1])) if use_bias else None)
+                 for b, f in enumerate(fits)]
     active = list(loop_edges)
     iterations = 0
     # Least squares first: from the drifted chain every loop looks like an outlier to a robust
     # kernel, so the kernel only starts from the least-squares solution.
     l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
-    start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2)
+    start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2, bias_prior=prior)
     iterations += start.iterations
     while active:
-        result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph)
+        result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph,
+                                     bias_prior=prior, bias_init=start.bias)
         iterations += result.iterations
         weights = result.edge_weights[len(seq_edges):]
         for (k, _), w in zip(active, weights):
@@ -346,18 +375,21 @@ def _compose_frames(views, ranges, poses, fits, reports, iterations, config: Bac
     K = np.zeros((N, 3, 3))
     depth = np.empty((N, H, W), dtype=np.float32)
     depth_conf = np.empty((N, H, W), dtype=np.float32)
+    scale_of_frame = np.ones(N)
     for b, v in enumerate(views):
         frames = np.nonzero(src_chunk == b)[0]
         if frames.size == 0:
             continue
         rows = src_row[frames]
         local = invert_rigid(v.w2c[rows])
+        frame_scale = np.full(len(rows), scales[b])
         c2w[frames, :3, :3] = rotations[b] @ local[:, :3, :3]
         c2w[frames, :3, 3] = scales[b] * local[:, :3, 3] @ rotations[b].T + translations[b]
         c2w[frames, 3, 3] = 1.0
         K[frames] = v.K[rows]
-        depth[frames] = v.depth[rows] * scales[b]
+        depth[frames] = v.depth[rows] * frame_scale[:, None, None]
+        scale_of_frame[frames] = frame_scale
         depth_conf[frames] = v.depth_conf[rows]
     return Reconstruction(c2w=c2w, K=K, depth=depth, depth_conf=depth_conf, chunk_sim3=poses, src_chunk=src_chunk,
-                          src_row=src_row, frame_scale=scales[src_chunk], pair_fits=fits, loops=reports,
+                          src_row=src_row, frame_scale=scale_of_frame, pair_fits=fits, loops=reports,
                           pose_graph_iterations=iterations)
