@@ -107,6 +107,7 @@ def test_top_down_basis_is_the_ground_plane():
 
 
 def test_plot_trajectory(tmp_path):
+    pytest.importorskip("matplotlib")
     c2w = _poses(30)
     plot_trajectory(tmp_path / "t.png", c2w, [LoopEdge(0, 29, True), LoopEdge(3, 20, False)], gt_c2w=c2w)
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

@@ -261,14 +261,17 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         if config.plot:
             from scal3r.viz.plots import LoopEdge, plot_trajectory
 
-            try:
-                plot_trajectory(tmp / "trajectory.png", rec.c2w,
-                                [LoopEdge(a, b, ok) for a, b, ok in loop_edges],
-                                gt_c2w=None if evaluation is None else evaluation.gt_in_pred,
-                                title=f"{_input_label(config.input)}: {n} frames, {m} chunks, "
-                                      f"{sum(ok for *_, ok in loop_edges)} loops")
-            except MissingDependencyError as err:
-                warnings.warn(f"trajectory.png not written: {err}", RuntimeWarning, stacklevel=2)
+            with monitor.stage("plot"):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)  # matplotlib's font-cache chatter
+                        plot_trajectory(tmp / "trajectory.png", rec.c2w,
+                                        [LoopEdge(a, b, ok) for a, b, ok in loop_edges],
+                                        gt_c2w=None if evaluation is None else evaluation.gt_in_pred,
+                                        title=f"{_input_label(config.input)}: {n} frames, {m} chunks, "
+                                              f"{sum(ok for *_, ok in loop_edges)} loops closed")
+                except MissingDependencyError as err:
+                    warnings.warn(f"trajectory.png not written: {err}", RuntimeWarning, stacklevel=2)
         if evaluation is not None:  # the GT path in the prediction's frame, for `scal3r view`
             from scal3r.io.trajectory import write_kitti
 
