@@ -215,18 +215,18 @@ class _WarningLines:
 
 
 def _add_frame_options(p) -> None:
-    p.add_argument("--stride", type=int, default=1, help="keep every k-th frame")
+    p.add_argument("--stride", type=int, default=1, metavar="K", help="keep every k-th frame")
     p.add_argument("--fps", type=float, default=None, help="videos: sample at this many frames per second")
-    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="keep at most this many frames")
     p.add_argument("--strict", action="store_true", help="fail on an undecodable frame instead of skipping it")
 
 
 def _add_model_options(p, preset_default: Optional[str]) -> None:
-    p.add_argument("--weights", default=None, help="checkpoint: the official scal3r.pt, VGGT-1B, or ours")
+    p.add_argument("--weights", default=None, metavar="PATH", help="checkpoint: the official scal3r.pt, VGGT-1B, or ours")
     p.add_argument("--preset", default=preset_default, help="model size: official, small, tiny, vggt "
                    f"(default: {preset_default or 'official with --weights, else small'})")
-    p.add_argument("--config", default=None, help="release-style model config (YAML/JSON with model_cfg.sampler_cfg)")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--config", default=None, metavar="PATH", help="release-style model config (YAML/JSON with model_cfg.sampler_cfg)")
+    p.add_argument("--resolution", type=int, default=None, metavar="PX",
                    help="network input width in pixels (default: the model's, 518 for the official model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
@@ -239,8 +239,9 @@ def _add_model_options(p, preset_default: Optional[str]) -> None:
 
 
 def _add_chunk_options(p, block: int, overlap: int) -> None:
-    p.add_argument("--block-size", type=int, default=block, help="frames per chunk")
-    p.add_argument("--overlap", type=int, default=overlap, help="frames shared by consecutive chunks")
+    p.add_argument("--block-size", type=int, default=block, metavar="N", help=f"frames per chunk (default {block})")
+    p.add_argument("--overlap", type=int, default=overlap, metavar="N",
+                   help=f"frames shared by consecutive chunks (default {overlap})")
     p.add_argument("--loop", dest="loop", action="store_true", default=True, help="detect and close loops (default)")
     p.add_argument("--no-loop", dest="loop", action="store_false", help="no loop detection")
 
@@ -252,11 +253,11 @@ def _add_reconstruct(sub) -> None:
                                    "intrinsics.json, depth/, confidence/, points.ply, colmap/, trajectory.png, "
                                    "summary.json. DIR is written atomically.")
     p.add_argument("input", help="image folder, video file (mp4/mov/avi/mkv) or text file of image paths")
-    p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     _add_model_options(p, "official")
     _add_chunk_options(p, 60, 30)
     _add_frame_options(p)
-    p.add_argument("--gt", default=None, help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
+    p.add_argument("--gt", default=None, metavar="PATH", help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
     p.set_defaults(func=_run_reconstruct)
 
 
@@ -328,7 +329,7 @@ def _add_demo(sub) -> None:
                                    "has random weights: this checks the installation end to end, but its geometry "
                                    "is meaningless.")
     p.add_argument("--frames", type=int, default=240, help="frames of the synthetic drive")
-    p.add_argument("--out", default="scal3r-demo", help="output folder (world/ and reconstruction/ inside)")
+    p.add_argument("--out", default="scal3r-demo", metavar="DIR", help="output folder (world/ and reconstruction/ inside)")
     _add_model_options(p, None)
     _add_chunk_options(p, 60, 30)
     p.set_defaults(func=_run_demo)
