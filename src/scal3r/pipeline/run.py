@@ -119,17 +119,60 @@ def build_model(config: ReconstructConfig, model_cfg=None):
 
 # --- frames ----------------------------------------------------------------------------------
 
-class _FrameColors:
-    """Lazy per-frame colours (H, W, 3) float32 in [0, 1] from uint8 frames (N, 3, H, W)."""
+@dataclass
+class DecodedFrames:
+    """The kept frames at the network size. rgb8: uint8 (N, 3, H, W), a numpy array in RAM or,
+    with offload, memory-mapped from a file (then only the pages in use are resident)."""
 
-    def __init__(self, rgb8):
-        self.rgb8 = rgb8
+    rgb8: np.ndarray
+    names: List[str]
+    source_indices: List[int]
+    transforms: list
+    times: List[Optional[float]]
+    skipped: List[str]
 
     def __len__(self) -> int:
         return int(self.rgb8.shape[0])
 
+    @property
+    def size(self) -> Tuple[int, int]:
+        return int(self.rgb8.shape[2]), int(self.rgb8.shape[3])
+
+    def hwc(self, i: int) -> np.ndarray:
+        """Frame i as uint8 (H, W, 3)."""
+        return np.ascontiguousarray(self.rgb8[i].transpose(1, 2, 0))
+
+
+def decode_frames(source, progress: Optional[ProgressFn] = None, path: Optional[Path] = None) -> DecodedFrames:
+    """Decode a `FrameSource` once into uint8 frames, in RAM or (path given) in a memory-mapped file."""
+    h, w = source.size
+    shape = (len(source), 3, h, w)
+    rgb8 = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape) if path else np.empty(shape, np.uint8)
+    names, indices, transforms, times = [], [], [], []
+    for frame in source.frames(progress):
+        rgb8[frame.index] = frame.rgb8.numpy()
+        names.append(frame.name)
+        indices.append(frame.source_index)
+        transforms.append(frame.transform)
+        times.append(frame.time)
+    n = len(names)
+    if isinstance(rgb8, np.memmap):
+        rgb8.flush()
+    return DecodedFrames(rgb8=rgb8[:n], names=names, source_indices=indices, transforms=transforms, times=times,
+                         skipped=list(source.skipped))
+
+
+class _FrameColors:
+    """Lazy per-frame colours (H, W, 3) float32 in [0, 1] for fusion."""
+
+    def __init__(self, frames: DecodedFrames):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.rgb8[i].permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+        return self.frames.hwc(i).astype(np.float32) / 255.0
 
 
 def frame_timestamps(times: Sequence[Optional[float]], names: Sequence[str],
@@ -170,7 +213,7 @@ def reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn] = None
 def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caught: List[str]) -> ReconstructResult:
     import torch
 
-    from scal3r.data.frames import FrameOptions, open_frames, read_frames
+    from scal3r.data.frames import FrameOptions, open_frames
     from scal3r.engine.chunks import chunk_ranges, reference_first_order
     from scal3r.engine.runner import run_chunks
     from scal3r.geometry import BackendConfig, FusionConfig, assemble, fuse_reconstruction
@@ -203,7 +246,9 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         work = tmp / WORK_DIR
         work.mkdir()
         with monitor.stage("decode"):
-            frames = read_frames(source, progress)
+            # With offload the frames live in a file too: resident memory then no longer grows
+            # with the video's length through them.
+            frames = decode_frames(source, progress, work / "frames.npy" if config.offload else None)
         n = len(frames)
         monitor.set_items("decode", n)
         H, W = frames.size
@@ -239,7 +284,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
                            config=BackendConfig(), progress=progress)
 
         with monitor.stage("fusion"):
-            cloud = fuse_reconstruction(rec, colors=_FrameColors(frames.rgb8),
+            cloud = fuse_reconstruction(rec, colors=_FrameColors(frames),
                                         config=FusionConfig(conf_ratio=config.conf_ratio, voxel_size=config.voxel_size),
                                         progress=progress)
 
@@ -352,7 +397,7 @@ def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps
         if config.colmap_images:
             (tmp / "colmap" / "images").mkdir()
             for i in range(n):
-                _save_jpeg(tmp / "colmap" / "images" / names[i], frames.rgb8[i].permute(1, 2, 0).numpy())
+                _save_jpeg(tmp / "colmap" / "images" / names[i], frames.hwc(i))
                 done += 1
                 report(progress, "export", done, steps)
 
