@@ -275,3 +275,13 @@ def test_interrupt_leaves_nothing(frames_dir, tmp_path, capsys, monkeypatch):
     code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--no-loop")
     assert code == 130 and "interrupted" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_image_list_input(frames_dir, tmp_path, capsys):
+    listing = tmp_path / "frames.txt"
+    listing.write_text("# every other frame\n" + "\n".join(str(frames_dir / f"frame{i:03d}.png") for i in range(0, 10, 2)))
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, "reconstruct", listing, "--out", out, *TINY, "--no-loop")
+    assert code == 0 and "reconstructed 5 frames" in stdout
+    names = [l.split()[2] for l in (out / "frames.txt").read_text().splitlines()[1:]]
+    assert names == [f"frame{i:03d}.png" for i in range(0, 10, 2)]
