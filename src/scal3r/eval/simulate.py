@@ -222,6 +222,24 @@ def simulate_loop_chunk(frames: Sequence[int], c2w, K, depth, config: Optional[S
     return _as_torch(out) if as_torch else out
 
 
+def simulate_false_loop_chunk(frames_a: Sequence[int], frames_b: Sequence[int], c2w, K, depth,
+                              config: Optional[SimulationConfig] = None, key: int = 0, as_torch: bool = True) -> Dict:
+    """A loop chunk for a FALSE revisit: frames_b are predicted as if taken at frames_a's place.
+
+    What a network produces when a place-recognition match pairs two different places that look
+    alike: each end's geometry is right on its own (so each side aligns well with its chunk), but
+    the second end's cameras sit on the first end's (its middle camera on the first end's middle
+    camera), so the constraint between the two chunks is confidently wrong.
+    """
+    c2w, K, depth = _check_gt(c2w, K, depth)
+    fa = np.asarray(frames_a, dtype=np.int64)
+    fb = np.asarray(frames_b, dtype=np.int64)
+    moved = c2w.copy()
+    T = c2w[fa[len(fa) // 2]] @ invert_rigid(c2w[fb[len(fb) // 2]])
+    moved[fb] = T @ c2w[fb]
+    return simulate_loop_chunk(np.concatenate([fa, fb]), moved, K, depth, config, key=key, as_torch=as_torch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Place-recognition descriptors.
 

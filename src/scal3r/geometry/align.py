@@ -33,7 +33,10 @@ from scal3r.geometry.sim3 import sim3_matrix, so3_log
 class AlignConfig:
     """Settings of the robust Sim(3) between overlapping point maps."""
 
-    conf_ratio: float = 0.1  # keep points with confidence > conf_ratio × median (both sides)
+    # Keep points with confidence > conf_ratio × median (both sides). The release's 0.1 keeps sky
+    # pixels (confidence ≈ 1 against a median of ~5–10), whose far, noisy depths then dominate the
+    # spread-ratio scale; 0.5 drops them.
+    conf_ratio: float = 0.5
     huber_delta: float = 0.1  # Huber threshold on the 3D residual
     # "absolute": δ in target-chunk units (release); "relative": δ × median distance of the
     # selected target points from their weighted centroid, which keeps δ meaningful for models
@@ -54,7 +57,7 @@ class AlignConfig:
 
     @classmethod
     def release(cls) -> "AlignConfig":
-        return cls(float32_svd=True)
+        return cls(conf_ratio=0.1, float32_svd=True)
 
 
 @dataclass

@@ -41,10 +41,15 @@ class BackendConfig:
     # σ in log-scale). "none": the release's plain graph.
     systematic: str = "bias"
     bias_sigma: Tuple[float, float, float] = (0.1, 0.05, 0.1)
+    # Edge weights: "information" (each alignment's own uncertainty, so metres, radians and
+    # log-scale compare) or "unit" (the release / VGGT-Long: every residual component weighs 1).
+    loop_weighting: str = "information"
 
     def __post_init__(self):
         if self.point_source not in ("depth", "world_points"):
             raise ValueError(f"point_source must be 'depth' or 'world_points', got {self.point_source!r}")
+        if self.loop_weighting not in ("information", "unit"):
+            raise ValueError(f"loop_weighting must be 'information' or 'unit', got {self.loop_weighting!r}")
         if self.systematic not in ("bias", "none"):
             raise ValueError(f"systematic must be 'bias' or 'none', got {self.systematic!r}")
         if self.ownership not in ("halves", "central"):
@@ -53,7 +58,8 @@ class BackendConfig:
     @classmethod
     def release(cls) -> "BackendConfig":
         """The Scal3R release's post-processing (sim3_wet on depth points, overlap halves)."""
-        return cls(align=AlignConfig.release(), point_source="depth", ownership="halves", systematic="none")
+        return cls(align=AlignConfig.release(), point_source="depth", ownership="halves", systematic="none",
+                   loop_weighting="unit", pose_graph=PoseGraphConfig(robust_kernel=None), min_loop_weight=0.0)
 
 
 @dataclass
@@ -189,7 +195,7 @@ def frame_owners(chunk_ranges: Sequence[Tuple[int, int]], ownership: str = "halv
     return src_chunk, np.arange(N) - starts[src_chunk]
 
 
-def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales: np.ndarray,
+def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales: np.ndarray, seq_ratios: np.ndarray,
                config: BackendConfig) -> Tuple[Optional[Sim3Edge], LoopReport]:
     """Loop chunk → (edge between its two chunks, report); edge None when rejected."""
     if "frames" not in loop:
@@ -231,17 +237,25 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
             fits.append(robust_sim3(src, tar, w, cfg, n_frames=used))
         except InputError as err:
             return reject(str(err), (ca, cb))
+    # Checks calibrated on the sequential alignments of the same run: a loop side may not fit much
+    # worse, nor at a scale far outside the spread of the pair scales.
     ratio = max(f.rms_residual / max(f.spread, 1e-300) for f in fits)
-    ref_scale = float(np.exp(np.median(np.log(seq_scales)))) if seq_scales.size else 1.0
-    worst_scale = max(abs(np.log(f.scale / ref_scale)) for f in fits)
+    max_ratio = config.loop.max_residual_ratio
+    if seq_ratios.size:
+        max_ratio = max(max_ratio, config.loop.residual_factor * float(np.median(seq_ratios)))
+    log_seq = np.log(seq_scales) if seq_scales.size else np.zeros(1)
+    ref_log = float(np.median(log_seq))
+    spread_log = 1.4826 * float(np.median(np.abs(log_seq - ref_log)))
+    max_log = max(np.log(config.loop.max_scale_ratio), 4.0 * spread_log)
+    worst_scale = max(abs(np.log(f.scale) - ref_log) for f in fits)
     Z, info = compose_loop_constraint(fits[0].matrix, fits[1].matrix, fits[0].information, fits[1].information)
     z_scale = float(sim3_split(Z)[0])
-    if ratio > config.loop.max_residual_ratio:
-        return reject(f"alignment residual {ratio:.3f} of the point spread exceeds {config.loop.max_residual_ratio}",
+    if ratio > max_ratio:
+        return reject(f"alignment residual {ratio:.3f} of the point spread exceeds {max_ratio:.3f}",
                       (ca, cb), scale=z_scale, residual_ratio=ratio)
-    if worst_scale > np.log(config.loop.max_scale_ratio):
-        return reject(f"implausible scale: a side's scale is {np.exp(worst_scale):.2f}× the typical pair scale",
-                      (ca, cb), scale=z_scale, residual_ratio=ratio)
+    if worst_scale > max_log:
+        return reject(f"implausible scale: a side's scale is {np.exp(worst_scale):.2f}× the typical pair scale "
+                      f"(limit {np.exp(max_log):.2f}×)", (ca, cb), scale=z_scale, residual_ratio=ratio)
     edge = Sim3Edge(i=ca, j=cb, measurement=Z, information=info, kind="loop")
     return edge, LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=(ca, cb), accepted=True,
                             scale=z_scale, residual_ratio=ratio)
@@ -305,8 +319,9 @@ def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
     reports: List[LoopReport] = []
     edges: List[Tuple[int, Sim3Edge]] = []
     seq_scales = np.array([f.scale for f in fits if f.method == "points"])
+    seq_ratios = np.array([f.rms_residual / max(f.spread, 1e-300) for f in fits if f.method == "points"])
     for k, loop in enumerate(loops):
-        edge, rep = _loop_edge(k, loop, views, ranges, seq_scales, config)
+        edge, rep = _loop_edge(k, loop, views, ranges, seq_scales, seq_ratios, config)
         reports.append(rep)
         if edge is not None:
             edges.append((k, edge))
@@ -328,40 +343,70 @@ def canonical_frame(view: ChunkView) -> np.ndarray:
 
 def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views):
     """Sequential + loop edges → (optimised chunk poses, iterations); loops the solution disowns
-    are dropped."""
-    use_bias = config.systematic == "bias"
+    are dropped (and reported)."""
+    seq = [Sim3Edge(b, b + 1, f.matrix, _information(f.information, config), "sequential") for b, f in enumerate(fits)]
+    loops = [(k, dataclasses.replace(e, information=_information(e.information, config))) for k, e in loop_edges]
     prior = None
-    if use_bias:
+    if config.systematic == "bias":
         s_rho, s_omega, s_sigma = config.bias_sigma
         prior = np.diag(1.0 / np.array([s_rho] * 3 + [s_omega] * 3 + [s_sigma]) ** 2)
-    seq_edges = [Sim3Edge(b, b + 1, f.matrix, f.information, "sequential",
-                          bias_map=sim3_adjoint(canonical_frame(views[b + 1])) if use_bias else None)
-                 for b, f in enumerate(fits)]
+        seq = [dataclasses.replace(e, bias_map=sim3_adjoint(canonical_frame(views[e.j]))) for e in seq]
+    return _robust_solve(poses, seq, loops, reports, config, prior)
+
+
+def _information(info: np.ndarray, config: BackendConfig) -> np.ndarray:
+    return info if config.loop_weighting == "information" else np.eye(7)
+
+
+# Graduated non-convexity: the robust kernel's width shrinks from wide (nearly least squares, so
+# the solver is not trapped by the drifted start) to its final value.
+_GNC_WIDTHS = (100.0, 30.0, 10.0, 3.0, 1.0)
+
+
+def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, prior):
+    """Least squares from the chain, then the robust kernel by graduated non-convexity; while the
+    weakest loop ends below `min_loop_weight` it is dropped (one at a time, so a false loop's pull
+    on its neighbours does not take them down with it) and the graph is solved again; the loops
+    that remain get a final least-squares solve.
+
+    The kernel width is in units of the loops' own spread: multiplied by √(median loop χ² / 6.35)
+    (the median of χ²₇) when that exceeds 1, so constraints whose information is optimistic by a
+    common factor are not all taken for outliers. → (poses, iterations)
+    """
     active = list(loop_edges)
     iterations = 0
-    # Least squares first: from the drifted chain every loop looks like an outlier to a robust
-    # kernel, so the kernel only starts from the least-squares solution.
     l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
-    start = optimize_pose_graph(poses, seq_edges + [e for _, e in active], l2, bias_prior=prior)
-    iterations += start.iterations
-    while active:
-        result = optimize_pose_graph(start.poses, seq_edges + [e for _, e in active], config.pose_graph,
-                                     bias_prior=prior, bias_init=start.bias)
-        iterations += result.iterations
+    while True:
+        edges = seq_edges + [e for _, e in active]
+        start = optimize_pose_graph(chain, edges, l2, bias_prior=prior)
+        iterations += start.iterations
+        if config.pose_graph.robust_kernel is None or not active:
+            for k, _ in active:
+                reports[k].weight = 1.0
+            return start.poses, iterations
+        loop_chi2 = start.edge_chi2[len(seq_edges):]
+        inflation = float(np.sqrt(max(1.0, np.median(loop_chi2) / 6.35)))
+        poses, bias = start.poses, start.bias
+        for factor in _GNC_WIDTHS:
+            result = optimize_pose_graph(poses, edges, config.pose_graph, bias_prior=prior, bias_init=bias,
+                                         kernel_width=config.pose_graph.kernel_width * factor * inflation)
+            poses, bias = result.poses, result.bias
+            iterations += result.iterations
         weights = result.edge_weights[len(seq_edges):]
         for (k, _), w in zip(active, weights):
             reports[k].weight = float(w)
-        weak = [i for i, w in enumerate(weights) if w < config.min_loop_weight]
-        if not weak:
-            return result.poses, iterations
-        for i in weak:
-            k = active[i][0]
-            reports[k].accepted = False
-            reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
-                                 f"{weights[i]:.3f} < {config.min_loop_weight})")
-            warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=3)
-        active = [a for i, a in enumerate(active) if i not in weak]
-    return poses, iterations
+        worst = int(np.argmin(weights))
+        if weights[worst] >= config.min_loop_weight:
+            # The kernel chose the loops; least squares on them gives the estimate (a kernel that
+            # keeps down-weighting good loops a little only weakens their correction).
+            final = optimize_pose_graph(poses, edges, l2, bias_prior=prior, bias_init=bias)
+            return final.poses, iterations + final.iterations
+        k = active[worst][0]
+        reports[k].accepted = False
+        reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
+                             f"{weights[worst]:.3f} < {config.min_loop_weight})")
+        warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=4)
+        del active[worst]
 
 
 def _compose_frames(views, ranges, poses, fits, reports, iterations, config: BackendConfig) -> Reconstruction:

@@ -40,8 +40,12 @@ class LoopConfig:
     nms_window: int = 25  # frames suppressed around each accepted pair's ends
     window: int = 10  # frames taken on each side of a loop end (release loop_size 20 → 10)
     # Constraint checks.
-    max_residual_ratio: float = 0.05  # robust RMS residual / point spread of a side's fit
-    max_scale_ratio: float = 3.0  # a side's scale vs the median sequential-pair scale
+    # A side's robust RMS residual / point spread may exceed neither this …
+    max_residual_ratio: float = 0.1
+    residual_factor: float = 3.0  # … nor this × the median of the sequential alignments (the larger)
+    # A side's scale vs the median sequential-pair scale: at most this factor, or 4σ of the
+    # pair scales' log-spread when that is larger (chunk units that vary from chunk to chunk).
+    max_scale_ratio: float = 3.0
     min_points: int = 256
 
 
