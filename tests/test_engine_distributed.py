@@ -80,3 +80,30 @@ def test_dead_rank_makes_the_others_fail_with_an_error(tmp_path):
     assert code0 == 2, err0
     assert "lost contact with the other ranks" in err0
     assert not (tmp_path / "outs.pt").exists()
+
+
+def test_torchrun_reconstruct_equals_one_process(tmp_path):
+    """`torchrun -m scal3r reconstruct` on 2 gloo ranks writes the same files as one process."""
+    import numpy as np
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(56, 400, 3), dtype=np.uint8)
+    for i in range(20):  # a panning view, so neighbouring frames overlap
+        Image.fromarray(np.ascontiguousarray(base[:, 8 * i: 8 * i + 112])).save(frames / f"{i:03d}.png")
+    common = ["reconstruct", str(frames), "--preset", "tiny", "--block-size", "8", "--overlap", "4", "--no-loop",
+              "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+                "-m", "scal3r"]
+    two = subprocess.run(torchrun + common + ["--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "scal3r"] + common + ["--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    for name in ("trajectory_kitti.txt", "mat.txt", "points.ply", "depth/000007.npy"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "one", "two"]  # no rank left a folder

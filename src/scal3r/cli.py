@@ -315,7 +315,17 @@ def _print_result(result) -> None:
 
 
 def _run_reconstruct(args) -> int:
-    result = _reconstruct_with_terminal(_reconstruct_config(args), args.quiet)
+    from scal3r.engine.distributed import init_from_env, is_main_process, shutdown
+
+    # Under torchrun: join the process group (gloo on CPU, NCCL on CUDA); only rank 0 reports.
+    init_from_env("cuda" if args.device == "cuda" else "cpu")
+    main = is_main_process()
+    try:
+        result = _reconstruct_with_terminal(_reconstruct_config(args), args.quiet or not main)
+    finally:
+        shutdown()
+    if not main or result.out_dir is None:
+        return 0
     _print_result(result)
     if not result.trained:
         print(f"note: {UNTRAINED}")

@@ -220,10 +220,17 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
     from scal3r.pipeline.groundtruth import evaluate, load_ground_truth
     from scal3r.pipeline.loops import LoopPlan, feed_order, loop_config, plan_loops
 
+    from scal3r.engine.distributed import is_main_process
+
     config.validate()
     out = export.AtomicDirectory(config.out, config.overwrite)
     out.check()  # before any work: an existing output is refused at once
     device = resolve_device(config.device)
+    # Under torchrun (the CLI joins the process group) every rank decodes the same frames and plans
+    # the same chunks; the engine spreads the chunks over the ranks and hands all outputs to rank 0,
+    # which alone runs the backend and writes the output folder.
+    main = is_main_process()
+    rank_device = _rank_device(device)
     dtype = resolve_dtype(config.dtype, device)
     gt = load_ground_truth(config.gt) if config.gt else None
 
@@ -240,9 +247,9 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
     source = open_frames(config.input, options)
     with monitor.stage("model"):
         model, notes, trained = build_model(config, model_cfg)
-        model.to(device)
+        model.to(rank_device)
 
-    with out as tmp:
+    with (out if main else _scratch_directory()) as tmp:
         work = tmp / WORK_DIR
         work.mkdir()
         with monitor.stage("decode"):
@@ -271,9 +278,13 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             # Inside the temporary output: removed with it on failure, so nothing to keep.
             state = DiskStore(work / "state", keep_on_failure=False)
         with monitor.stage("network", items=len(chunks)):
-            run_chunks(model, frames.rgb8, chunks, sync=True, store=state, device=torch.device(device), dtype=dtype,
+            run_chunks(model, frames.rgb8, chunks, sync=True, store=state, device=rank_device, dtype=dtype,
                        progress=progress, on_output=store.write)
         del model
+        if not main:  # this rank's chunks went to rank 0
+            return ReconstructResult(out_dir=None, frames=n, chunks=len(ranges), loop_chunks=len(plan.frames),
+                                     loops_accepted=0, points=0, seconds=monitor.total_seconds,
+                                     peak_rss_mib=monitor.peak_rss_mib, trained=trained, notes=notes)
         if device == "cuda":
             torch.cuda.empty_cache()
 
@@ -335,6 +346,27 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
                              seconds=monitor.total_seconds, peak_rss_mib=monitor.peak_rss_mib, trained=trained,
                              notes=notes, metrics=None if evaluation is None else evaluation.metrics,
                              summary=summary)
+
+
+def _rank_device(device: str):
+    """This rank's torch device: cuda:LOCAL_RANK under a NCCL process group, else `device`."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda" and dist.is_available() and dist.is_initialized():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _scratch_directory() -> Iterator[Path]:
+    """A private work folder for ranks other than 0 (they write no output)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="scal3r-rank-") as d:
+        yield Path(d)
 
 
 @contextlib.contextmanager
