@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import parity_dir
+from conftest import require_parity
 from scal3r import Scal3R
 from scal3r.config import ModelConfig
 from scal3r.errors import Scal3RError
@@ -16,10 +16,7 @@ MEMORY_UNIT_PARAMS = 18_886_659
 
 
 def _manifest():
-    path = parity_dir() / "release_state_dict_manifest.json"
-    if not path.is_file():
-        pytest.skip("release manifest not found")
-    return json.loads(path.read_text())
+    return json.loads((require_parity("tiny_conv").parent / "release_state_dict_manifest.json").read_text())
 
 
 def _official_on_meta():
@@ -58,9 +55,7 @@ def test_official_layout_round_trip_of_keys_and_shapes():
 
 @pytest.mark.parametrize("name", ["tiny_conv", "tiny_dinov2"])
 def test_fixture_configs_are_expressible(name):
-    path = parity_dir() / name / "config.json"
-    if not path.is_file():
-        pytest.skip("fixture missing")
+    path = require_parity(name) / "config.json"
     cfg = json.loads(path.read_text())
     config = ModelConfig.from_release(cfg["sampler_cfg"], cfg["harness"].get("vit_override"))
     agg = cfg["sampler_cfg"]["agg_regator_cfg"]

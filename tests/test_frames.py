@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import require_parity
 import torch
 from PIL import Image
 
@@ -34,7 +36,6 @@ except ImportError:  # videos need PyAV; everything else runs without it
     av = None
 needs_av = pytest.mark.skipif(av is None, reason="PyAV (pip install av) is needed for videos")
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -166,9 +167,7 @@ def test_grey_alpha_palette_and_16bit_images_become_rgb(tmp_path):
 @pytest.mark.parametrize("name", ["tiny_conv", "tiny_dinov2"])
 def test_parity_fixture_round_trip(tmp_path, name):
     """The fixture's `images` are what the OFFICIAL loader produced from these PNGs: match bit for bit."""
-    path = PARITY / name / "inputs.pt"
-    if not path.exists():
-        pytest.skip("parity fixtures not available")
+    path = require_parity(name) / "inputs.pt"
     images = torch.load(path, weights_only=True)["images"]
     n, _, h, w = images.shape
     for i in range(n):

@@ -6,30 +6,20 @@ moves under float32 kernel noise alone: 3.8e-7 (1 vs 2 threads) to 2.3e-5 (anoth
 kernel). Tolerances below are float32 rounding bounds of the quantities compared, not looser.
 """
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import require_parity
 from scal3r.geometry import BackendConfig, assemble
 from scal3r.geometry.camera import ascending_order, decode_pose_encoding, network_order
 
 FIXTURES = ("tiny_conv", "tiny_dinov2")
 
 
-def _parity_dir() -> Path:
-    env = os.environ.get("SCAL3R_PARITY_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "parity"
-
-
 def _load(name):
-    d = _parity_dir() / name
-    if not (d / "outputs.pt").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"parity fixture {d} is missing (CI=true)")
-        pytest.skip(f"parity fixture {d} not available")
+    d = require_parity(name)
     inputs = torch.load(d / "inputs.pt", weights_only=True)
     outputs = torch.load(d / "outputs.pt", weights_only=True)
     return inputs, outputs
