@@ -18,6 +18,7 @@ import numpy as np
 from scal3r.errors import InputError
 from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
 from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid, reference_row
+from scal3r.geometry.drift import DriftSample, canonical_frame, drift_jacobian, row_offsets, undistortion
 from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
 from scal3r.geometry.sim3 import nearest_rotation, sim3_adjoint, sim3_inverse, sim3_split
@@ -35,12 +36,17 @@ class BackendConfig:
     pose_graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
     # A loop whose pose-graph weight ends below this is reported as rejected and removed.
     min_loop_weight: float = 0.1
-    # Systematic error of the sequential alignments (see posegraph): "bias" estimates one Sim(3)
-    # error shared by every alignment in the chunks' canonical frames, with the poses, when loops
-    # make it observable; prior σ per alignment of (ρ in reference-depth units, ω in radians,
-    # σ in log-scale). "none": the release's plain graph.
-    systematic: str = "bias"
-    bias_sigma: Tuple[float, float, float] = (0.1, 0.05, 0.1)
+    # Systematic error of the alignments, estimated with the poses when loops make it observable:
+    # "drift" (geometry.drift: a drift rate per row shared by all chunks, which also corrects every
+    # frame inside its chunk), "bias" (posegraph: one Sim(3) error shared by every sequential
+    # alignment in the chunks' canonical frames), "drift+bias", or "none" (release).
+    systematic: str = "drift"
+    # Prior σ of the drift rate per row of (ρ in reference-depth units, ω in radians, σ in
+    # log-scale): the size of drift expected from a network (a few thousandths of a degree and
+    # a tenth of a percent per frame). It keeps directions that the loops hardly observe (with
+    # revisits at one place only) from soaking up noise.
+    drift_sigma: Tuple[float, float, float] = (1e-3, 1e-4, 1e-3)
+    bias_sigma: Tuple[float, float, float] = (0.1, 0.05, 0.1)  # prior σ per alignment of (ρ, ω, σ)
     # Edge weights: "information" (each alignment's own uncertainty, so metres, radians and
     # log-scale compare) or "unit" (the release / VGGT-Long: every residual component weighs 1).
     loop_weighting: str = "information"
@@ -50,8 +56,8 @@ class BackendConfig:
             raise ValueError(f"point_source must be 'depth' or 'world_points', got {self.point_source!r}")
         if self.loop_weighting not in ("information", "unit"):
             raise ValueError(f"loop_weighting must be 'information' or 'unit', got {self.loop_weighting!r}")
-        if self.systematic not in ("bias", "none"):
-            raise ValueError(f"systematic must be 'bias' or 'none', got {self.systematic!r}")
+        if self.systematic not in ("drift+bias", "drift", "bias", "none"):
+            raise ValueError(f"systematic must be 'drift+bias', 'drift', 'bias' or 'none', got {self.systematic!r}")
         if self.ownership not in ("halves", "central"):
             raise ValueError(f"ownership must be 'halves' or 'central', got {self.ownership!r}")
 
@@ -73,10 +79,12 @@ class Reconstruction:
     chunk_sim3: np.ndarray  # (M, 4, 4) [[sR, t], [0, 1]]: chunk frame → world
     src_chunk: np.ndarray  # (N,) chunk that supplied each frame
     src_row: np.ndarray  # (N,) row of the frame in that chunk (ascending order)
-    frame_scale: np.ndarray  # (N,) scale of the owning chunk (c2w·diag(s,s,s,1) is the release's c2w)
+    frame_scale: np.ndarray  # (N,) chunk units → world units of each frame (its chunk's scale, times the
+    #                          drift correction; without one, c2w·diag(s,s,s,1) is the release's c2w)
     pair_fits: List[Sim3Fit]  # (M−1) fits: chunk b+1 → chunk b
     loops: List[LoopReport]  # one per loop chunk given
     pose_graph_iterations: int = 0
+    drift_rate: np.ndarray = field(default_factory=lambda: np.zeros(7))  # estimated drift per row (geometry.drift)
 
     @property
     def n_frames(self) -> int:
@@ -196,8 +204,8 @@ def frame_owners(chunk_ranges: Sequence[Tuple[int, int]], ownership: str = "halv
 
 
 def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales: np.ndarray, seq_ratios: np.ndarray,
-               config: BackendConfig) -> Tuple[Optional[Sim3Edge], LoopReport]:
-    """Loop chunk → (edge between its two chunks, report); edge None when rejected."""
+               config: BackendConfig) -> Tuple[Optional[tuple], LoopReport]:
+    """Loop chunk → ((edge between its two chunks, its two alignments), report); None when rejected."""
     if "frames" not in loop:
         raise InputError(f"loop {k} has no 'frames'")
     frames = as_numpy(loop["frames"], dtype=np.int64).reshape(-1)
@@ -257,7 +265,9 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
         return reject(f"implausible scale: a side's scale is {np.exp(worst_scale):.2f}× the typical pair scale "
                       f"(limit {np.exp(max_log):.2f}×)", (ca, cb), scale=z_scale, residual_ratio=ratio)
     edge = Sim3Edge(i=ca, j=cb, measurement=Z, information=info, kind="loop")
-    return edge, LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=(ca, cb), accepted=True,
+    # What the drift model needs to refit this constraint: per end (chunk view, loop view, frames, fit).
+    sides = ((views[ca], view, list(shared_a), fits[0].matrix), (views[cb], view, list(shared_b), fits[1].matrix))
+    return (edge, sides), LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=(ca, cb), accepted=True,
                             scale=z_scale, residual_ratio=ratio)
 
 
@@ -289,6 +299,7 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
     fits: List[Sim3Fit] = []
     reports: List[LoopReport] = []
     iterations = 0
+    drift_rate = np.zeros(7)
     if chunk_poses is not None:
         poses = np.asarray(chunk_poses, dtype=np.float64)
         if poses.shape != (M, 4, 4):
@@ -299,9 +310,9 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
         poses = chain_poses([f.matrix for f in fits])
         loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress)
         if loop_edges:
-            poses, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config, views)
+            poses, drift_rate, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config, views, ranges)
             report(progress, "pose_graph", 1, 1)
-    return _compose_frames(views, ranges, poses, fits, reports, iterations, config)
+    return _compose_frames(views, ranges, poses, fits, reports, iterations, config, drift_rate)
 
 
 def _align_sequence(views, ranges, config: BackendConfig, progress) -> List[Sim3Fit]:
@@ -317,41 +328,63 @@ def _align_sequence(views, ranges, config: BackendConfig, progress) -> List[Sim3
 
 def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
     reports: List[LoopReport] = []
-    edges: List[Tuple[int, Sim3Edge]] = []
+    edges: List[Tuple[int, Sim3Edge, tuple]] = []  # (loop index, edge, its two alignments)
     seq_scales = np.array([f.scale for f in fits if f.method == "points"])
     seq_ratios = np.array([f.rms_residual / max(f.spread, 1e-300) for f in fits if f.method == "points"])
     for k, loop in enumerate(loops):
-        edge, rep = _loop_edge(k, loop, views, ranges, seq_scales, seq_ratios, config)
+        found, rep = _loop_edge(k, loop, views, ranges, seq_scales, seq_ratios, config)
         reports.append(rep)
-        if edge is not None:
-            edges.append((k, edge))
+        if found is not None:
+            edges.append((k, *found))
         report(progress, "loops", k + 1, len(loops))
     return edges, reports
 
 
-def canonical_frame(view: ChunkView) -> np.ndarray:
-    """(4, 4) similarity from a chunk's canonical frame into its own frame: the reference camera,
-    with one unit = the median depth of the reference frame. Chunk frames of different models (or
-    of one model at different scales) agree in this frame, and so do their systematic errors."""
-    ref = reference_row(len(view.frames))
-    G = invert_rigid(view.w2c[ref])
-    d = np.asarray(view.depth[ref])
-    ok = np.isfinite(d) & (d > 0)
-    G[:3, :3] *= float(np.median(d[ok])) if ok.any() else 1.0
-    return G
-
-
-def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views):
-    """Sequential + loop edges → (optimised chunk poses, iterations); loops the solution disowns
-    are dropped (and reported)."""
+def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views, ranges):
+    """Sequential + loop edges → (optimised chunk poses, drift rate (7,), iterations); loops the
+    solution disowns are dropped (and reported)."""
     seq = [Sim3Edge(b, b + 1, f.matrix, _information(f.information, config), "sequential") for b, f in enumerate(fits)]
-    loops = [(k, dataclasses.replace(e, information=_information(e.information, config))) for k, e in loop_edges]
-    prior = None
-    if config.systematic == "bias":
-        s_rho, s_omega, s_sigma = config.bias_sigma
-        prior = np.diag(1.0 / np.array([s_rho] * 3 + [s_omega] * 3 + [s_sigma]) ** 2)
-        seq = [dataclasses.replace(e, bias_map=sim3_adjoint(canonical_frame(views[e.j]))) for e in seq]
-    return _robust_solve(poses, seq, loops, reports, config, prior)
+    loops = [(k, dataclasses.replace(e, information=_information(e.information, config))) for k, e, _ in loop_edges]
+    sides_of = {k: sides for k, _, sides in loop_edges}
+    use_drift = "drift" in config.systematic
+    use_bias = "bias" in config.systematic
+    sigmas = []
+    if use_drift:
+        sigmas += [config.drift_sigma[0]] * 3 + [config.drift_sigma[1]] * 3 + [config.drift_sigma[2]]
+    if use_bias:
+        sigmas += [config.bias_sigma[0]] * 3 + [config.bias_sigma[1]] * 3 + [config.bias_sigma[2]]
+    if not sigmas:
+        poses, iterations, _ = _robust_solve(poses, seq, loops, reports, config, None)
+        return poses, np.zeros(7), iterations
+    prior = np.diag(1.0 / np.array(sigmas) ** 2)
+    for b, e in enumerate(seq):
+        maps = []
+        if use_drift:
+            J = np.zeros((7, 7))
+            if fits[b].method == "points":
+                sample = DriftSample(views[b], views[b + 1], range(ranges[b + 1][0], ranges[b][1]), fits[b].matrix,
+                                     config.align, config.point_source)
+                if sample.ok:
+                    J = drift_jacobian(sample.fit)
+            maps.append(J)
+        if use_bias:
+            maps.append(sim3_adjoint(canonical_frame(views[e.j])))
+        e.bias_map = np.concatenate(maps, axis=1)
+    for k, e in loops:
+        maps = []
+        if use_drift:
+            J = np.zeros((7, 7))
+            side_a, side_b = sides_of[k]
+            sa = DriftSample(*side_a, config.align, config.point_source)
+            sb = DriftSample(*side_b, config.align, config.point_source)
+            if sa.ok and sb.ok:
+                J = drift_jacobian(lambda d: sa.fit(d) @ sim3_inverse(sb.fit(d)))
+            maps.append(J)
+        if use_bias:
+            maps.append(np.zeros((7, 7)))  # a loop is not a sequential alignment
+        e.bias_map = np.concatenate(maps, axis=1)
+    poses, iterations, shared = _robust_solve(poses, seq, loops, reports, config, prior)
+    return poses, (shared[:7] if use_drift and shared.size else np.zeros(7)), iterations
 
 
 def _information(info: np.ndarray, config: BackendConfig) -> np.ndarray:
@@ -367,11 +400,11 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
     """Least squares from the chain, then the robust kernel by graduated non-convexity; while the
     weakest loop ends below `min_loop_weight` it is dropped (one at a time, so a false loop's pull
     on its neighbours does not take them down with it) and the graph is solved again; the loops
-    that remain get a final least-squares solve.
+    that remain get a final least-squares solve. → (poses, iterations, shared bias)
 
     The kernel width is in units of the loops' own spread: multiplied by √(median loop χ² / 6.35)
     (the median of χ²₇) when that exceeds 1, so constraints whose information is optimistic by a
-    common factor are not all taken for outliers. → (poses, iterations)
+    common factor are not all taken for outliers.
     """
     active = list(loop_edges)
     iterations = 0
@@ -383,7 +416,7 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
         if config.pose_graph.robust_kernel is None or not active:
             for k, _ in active:
                 reports[k].weight = 1.0
-            return start.poses, iterations
+            return start.poses, iterations, start.bias
         loop_chi2 = start.edge_chi2[len(seq_edges):]
         inflation = float(np.sqrt(max(1.0, np.median(loop_chi2) / 6.35)))
         poses, bias = start.poses, start.bias
@@ -400,7 +433,7 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
             # The kernel chose the loops; least squares on them gives the estimate (a kernel that
             # keeps down-weighting good loops a little only weakens their correction).
             final = optimize_pose_graph(poses, edges, l2, bias_prior=prior, bias_init=bias)
-            return final.poses, iterations + final.iterations
+            return final.poses, iterations + final.iterations, final.bias
         k = active[worst][0]
         reports[k].accepted = False
         reports[k].reason = (f"inconsistent with the other constraints (pose-graph weight "
@@ -409,8 +442,9 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
         del active[worst]
 
 
-def _compose_frames(views, ranges, poses, fits, reports, iterations, config: BackendConfig) -> Reconstruction:
-    """Every frame from its owning chunk, moved into the world frame."""
+def _compose_frames(views, ranges, poses, fits, reports, iterations, config: BackendConfig,
+                    drift_rate: np.ndarray) -> Reconstruction:
+    """Every frame from its owning chunk, with the chunk's drift undone, moved into the world frame."""
     H, W = views[0].depth.shape[-2:]
     src_chunk, src_row = frame_owners(ranges, config.ownership)
     N = src_chunk.shape[0]
@@ -428,6 +462,12 @@ def _compose_frames(views, ranges, poses, fits, reports, iterations, config: Bac
         rows = src_row[frames]
         local = invert_rigid(v.w2c[rows])
         frame_scale = np.full(len(rows), scales[b])
+        if np.any(drift_rate):
+            U = undistortion(row_offsets(v)[rows], canonical_frame(v), drift_rate)  # (n, 4, 4) similarities
+            local = U @ local
+            u_scale = np.cbrt(np.linalg.det(U[:, :3, :3]))
+            local[:, :3, :3] = nearest_rotation(local[:, :3, :3] / u_scale[:, None, None])
+            frame_scale = frame_scale * u_scale
         c2w[frames, :3, :3] = rotations[b] @ local[:, :3, :3]
         c2w[frames, :3, 3] = scales[b] * local[:, :3, 3] @ rotations[b].T + translations[b]
         c2w[frames, 3, 3] = 1.0
@@ -437,4 +477,4 @@ def _compose_frames(views, ranges, poses, fits, reports, iterations, config: Bac
         depth_conf[frames] = v.depth_conf[rows]
     return Reconstruction(c2w=c2w, K=K, depth=depth, depth_conf=depth_conf, chunk_sim3=poses, src_chunk=src_chunk,
                           src_row=src_row, frame_scale=scale_of_frame, pair_fits=fits, loops=reports,
-                          pose_graph_iterations=iterations)
+                          pose_graph_iterations=iterations, drift_rate=drift_rate)
