@@ -22,6 +22,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
+from scal3r.geometry.camera import quat_to_rotation, rotation_to_quat
 from scal3r.errors import InputError
 
 PathLike = Union[str, os.PathLike]
@@ -39,63 +40,17 @@ def as_c2w(poses: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_quaternion(rotations: np.ndarray) -> np.ndarray:
-    """Rotation matrices (N, 3, 3) → unit quaternions (N, 4) as (qx, qy, qz, qw), qw ≥ 0.
-
-    Shepperd's method: pick the largest of (qw, qx, qy, qz) as the pivot so that no division is by
-    a small number, whichever the rotation.
-    """
-    r = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
-    trace = r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2]
-    # 4·q_k² for k = w, x, y, z.
-    four_sq = np.stack([1 + trace,
-                        1 + 2 * r[:, 0, 0] - trace,
-                        1 + 2 * r[:, 1, 1] - trace,
-                        1 + 2 * r[:, 2, 2] - trace], axis=1)
-    pivot = np.argmax(four_sq, axis=1)
-    q = np.zeros((r.shape[0], 4))  # (w, x, y, z) while building
-    for k in range(4):
-        m = pivot == k
-        if not m.any():
-            continue
-        rk = r[m]
-        s = np.sqrt(np.maximum(four_sq[m, k], 1e-300))  # = 2|q_k|
-        if k == 0:
-            q[m] = np.stack([s / 2,
-                             (rk[:, 2, 1] - rk[:, 1, 2]) / (2 * s),
-                             (rk[:, 0, 2] - rk[:, 2, 0]) / (2 * s),
-                             (rk[:, 1, 0] - rk[:, 0, 1]) / (2 * s)], axis=1)
-        elif k == 1:
-            q[m] = np.stack([(rk[:, 2, 1] - rk[:, 1, 2]) / (2 * s),
-                             s / 2,
-                             (rk[:, 0, 1] + rk[:, 1, 0]) / (2 * s),
-                             (rk[:, 0, 2] + rk[:, 2, 0]) / (2 * s)], axis=1)
-        elif k == 2:
-            q[m] = np.stack([(rk[:, 0, 2] - rk[:, 2, 0]) / (2 * s),
-                             (rk[:, 0, 1] + rk[:, 1, 0]) / (2 * s),
-                             s / 2,
-                             (rk[:, 1, 2] + rk[:, 2, 1]) / (2 * s)], axis=1)
-        else:
-            q[m] = np.stack([(rk[:, 1, 0] - rk[:, 0, 1]) / (2 * s),
-                             (rk[:, 0, 2] + rk[:, 2, 0]) / (2 * s),
-                             (rk[:, 1, 2] + rk[:, 2, 1]) / (2 * s),
-                             s / 2], axis=1)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 0] < 0] *= -1  # q and -q are the same rotation; pick qw ≥ 0 for a canonical file
-    return q[:, [1, 2, 3, 0]]
+    """Rotation matrices (N, 3, 3) → unit quaternions (N, 4) as (qx, qy, qz, qw), qw ≥ 0
+    (the TUM order; `scal3r.geometry.camera` holds the conversion)."""
+    return rotation_to_quat(np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3))
 
 
 def quaternion_to_matrix(quaternions: np.ndarray) -> np.ndarray:
     """Quaternions (N, 4) as (qx, qy, qz, qw), any norm > 0 → rotation matrices (N, 3, 3)."""
     q = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
-    norm = np.linalg.norm(q, axis=1, keepdims=True)
-    if np.any(norm < 1e-12):
+    if np.any(np.linalg.norm(q, axis=1) < 1e-12):
         raise InputError("a quaternion has zero norm")
-    x, y, z, w = (q / norm).T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=1),
-    ], axis=1)
+    return quat_to_rotation(q)
 
 
 def _load_rows(path: PathLike, columns: int, fmt: str) -> np.ndarray:
