@@ -31,7 +31,7 @@ class BackendConfig:
 
     align: AlignConfig = field(default_factory=AlignConfig)
     point_source: str = "depth"  # "depth": unproject depth with the decoded camera (release); "world_points"
-    ownership: str = "halves"  # "halves": overlap split in halves (release); "central": most central row
+    ownership: str = "central"  # "central": the chunk where the frame is most central; "halves" (release)
     loop: LoopConfig = field(default_factory=LoopConfig)
     pose_graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
     # A loop whose pose-graph weight ends below this is reported as rejected and removed.
