@@ -44,7 +44,9 @@ class AlignConfig:
     huber_mode: str = "absolute"
     irls_iters: int = 5
     irls_exit: float = 1e-9
-    max_points_per_frame: Optional[int] = None  # None = every selected point (release)
+    # At most this many points per frame, drawn deterministically (None: every selected point, the
+    # release). 4096 keeps a 154×518 chunk pair under 0.5 s and moves the fit by ~1e-4.
+    max_points_per_frame: Optional[int] = 4096
     scale_estimator: str = "rms"  # "rms" (release) or "umeyama" (least squares)
     min_points: int = 64  # fewer selected points than this: the alignment is unreliable
     float32_svd: bool = False  # the release takes the SVD of a float32 cross-covariance
@@ -57,7 +59,7 @@ class AlignConfig:
 
     @classmethod
     def release(cls) -> "AlignConfig":
-        return cls(conf_ratio=0.1, float32_svd=True)
+        return cls(conf_ratio=0.1, float32_svd=True, max_points_per_frame=None)
 
 
 @dataclass
@@ -237,10 +239,14 @@ class ChunkView:
             pts = np.asarray(self.world_points[row], dtype=np.float64).reshape(-1, 3)
             return pts if pixels is None else pts[pixels]
         H, W = self.depth.shape[-2:]
-        rays = camera_rays(self.K[row], H, W).reshape(-1, 3)
         d = np.asarray(self.depth[row], dtype=np.float64).reshape(-1)
-        if pixels is not None:
-            rays, d = rays[pixels], d[pixels]
+        if pixels is None:
+            rays = camera_rays(self.K[row], H, W).reshape(-1, 3)
+        else:
+            # Rays of the selected pixels only: K⁻¹ (u + 0.5, v + 0.5, 1).
+            d = d[pixels]
+            uv1 = np.stack([pixels % W + 0.5, pixels // W + 0.5, np.ones(len(pixels))], axis=1)
+            rays = np.einsum("ij,nj->ni", np.linalg.inv(self.K[row]), uv1)
         c2w = invert_rigid(self.w2c[row])
         return np.einsum("ij,nj->ni", c2w[:3, :3], rays * d[:, None]) + c2w[:3, 3]
 
