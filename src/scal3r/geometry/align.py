@@ -76,6 +76,9 @@ class Sim3Fit:
     spread: float  # weighted RMS distance of target points from their centroid, target units
     information: np.ndarray  # (7, 7) information of the estimate in the tangent (ρ, ω, σ) at the source side
     method: str = "points"  # "points" or "poses" (camera fallback when too few confident points)
+    # A fixed subsample of the fit's points, for refits (geometry.drift): (src (P, 3), tar (P, 3),
+    # final IRLS weights (P,), frame of each point (P,)); None for camera fallbacks.
+    sample: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
 
     @property
     def matrix(self) -> np.ndarray:
@@ -141,8 +144,12 @@ def _huber_cost(residual: np.ndarray, delta: float) -> np.ndarray:
 
 
 def robust_sim3(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, config: AlignConfig,
-                n_frames: int = 1) -> Sim3Fit:
-    """IRLS-Huber weighted Sim(3) with tar ≈ s·R·src + t. src, tar (n, 3); weights (n,)."""
+                n_frames: int = 1, frame_ids: Optional[np.ndarray] = None, sample_size: int = 1024) -> Sim3Fit:
+    """IRLS-Huber weighted Sim(3) with tar ≈ s·R·src + t. src, tar (n, 3); weights (n,).
+
+    frame_ids (n,): the frame of each point; with it the fit keeps an evenly strided subsample of
+    at most `sample_size` points (`Sim3Fit.sample`).
+    """
     src = np.asarray(src, dtype=np.float64)
     tar = np.asarray(tar, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -173,8 +180,13 @@ def robust_sim3(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, config: A
     w_final = weights * _huber_weights(res, delta)
     rms = float(np.sqrt(np.sum(w_final * res ** 2) / np.sum(w_final)))
     info = _fit_information(src, w_final, s, rms, spread, n_frames)
+    sample = None
+    if frame_ids is not None:
+        keep = np.linspace(0, src.shape[0] - 1, min(sample_size, src.shape[0])).astype(np.int64)
+        sample = (src[keep], tar[keep], w_final[keep], np.asarray(frame_ids)[keep])
     return Sim3Fit(scale=s, rotation=R, translation=t, n_points=int(src.shape[0]), n_frames=n_frames,
-                   rms_residual=rms, median_residual=float(np.median(res)), spread=spread, information=info)
+                   rms_residual=rms, median_residual=float(np.median(res)), spread=spread, information=info,
+                   sample=sample)
 
 
 def _fit_information(src: np.ndarray, w: np.ndarray, s: float, rms: float, spread: float,
@@ -274,8 +286,12 @@ class ChunkView:
 
 
 def overlap_points(target: ChunkView, source: ChunkView, frames: Sequence[int], config: AlignConfig,
-                   point_source: str = "depth") -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Select corresponding points of shared frames. → (src (P,3), tar (P,3), weights (P,), n_frames used)."""
+                   point_source: str = "depth", frame_ids: Optional[list] = None
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Select corresponding points of shared frames. → (src (P,3), tar (P,3), weights (P,), n_frames used).
+
+    When `frame_ids` is a list, each used frame's per-point frame indices are appended to it.
+    """
     per_frame = []
     for f in frames:
         rt, rs = target.row_of(f), source.row_of(f)
@@ -303,6 +319,8 @@ def overlap_points(target: ChunkView, source: ChunkView, frames: Sequence[int], 
         src_list.append(source.points(rs, point_source, pix))
         tar_list.append(target.points(rt, point_source, pix))
         w_list.append(np.sqrt(ct * cs))
+        if frame_ids is not None:
+            frame_ids.append(np.full(pix.size, f, dtype=np.int64))
         used_frames += 1
     if not src_list:
         return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), 0
@@ -345,10 +363,11 @@ def align_views(target: ChunkView, source: ChunkView, frames: Sequence[int], con
     frames = list(frames)
     if not frames:
         raise InputError(f"cannot align {label or 'chunks'}: they share no frame")
-    src, tar, w, used = overlap_points(target, source, frames, config, point_source)
+    ids: list = []
+    src, tar, w, used = overlap_points(target, source, frames, config, point_source, frame_ids=ids)
     if src.shape[0] >= config.min_points:
         try:
-            return robust_sim3(src, tar, w, config, n_frames=used)
+            return robust_sim3(src, tar, w, config, n_frames=used, frame_ids=np.concatenate(ids))
         except InputError as err:
             reason = str(err)
     else:

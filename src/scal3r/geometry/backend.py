@@ -238,11 +238,12 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
 
     fits = []
     for c, shared in ((ca, shared_a), (cb, shared_b)):
-        src, tar, w, used = overlap_points(views[c], view, shared, cfg, config.point_source)
+        ids: list = []
+        src, tar, w, used = overlap_points(views[c], view, shared, cfg, config.point_source, frame_ids=ids)
         if src.shape[0] < max(config.loop.min_points, cfg.min_points):
             return reject(f"only {src.shape[0]} confident points shared with chunk {c}", (ca, cb))
         try:
-            fits.append(robust_sim3(src, tar, w, cfg, n_frames=used))
+            fits.append(robust_sim3(src, tar, w, cfg, n_frames=used, frame_ids=np.concatenate(ids)))
         except InputError as err:
             return reject(str(err), (ca, cb))
     # Checks calibrated on the sequential alignments of the same run: a loop side may not fit much
@@ -266,7 +267,7 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
                       f"(limit {np.exp(max_log):.2f}×)", (ca, cb), scale=z_scale, residual_ratio=ratio)
     edge = Sim3Edge(i=ca, j=cb, measurement=Z, information=info, kind="loop")
     # What the drift model needs to refit this constraint: per end (chunk view, loop view, frames, fit).
-    sides = ((views[ca], view, list(shared_a), fits[0].matrix), (views[cb], view, list(shared_b), fits[1].matrix))
+    sides = ((views[ca], view, fits[0]), (views[cb], view, fits[1]))
     return (edge, sides), LoopReport(index=k, frames=(int(end_a[0]), int(end_b[0])), chunks=(ca, cb), accepted=True,
                             scale=z_scale, residual_ratio=ratio)
 
@@ -362,10 +363,9 @@ def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, v
         if use_drift:
             J = np.zeros((7, 7))
             if fits[b].method == "points":
-                sample = DriftSample(views[b], views[b + 1], range(ranges[b + 1][0], ranges[b][1]), fits[b].matrix,
-                                     config.align, config.point_source)
+                sample = DriftSample(views[b], views[b + 1], fits[b], config.align.scale_estimator)
                 if sample.ok:
-                    J = drift_jacobian(sample.fit)
+                    J = drift_jacobian(sample.fits)
             maps.append(J)
         if use_bias:
             maps.append(sim3_adjoint(canonical_frame(views[e.j])))
@@ -375,10 +375,10 @@ def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, v
         if use_drift:
             J = np.zeros((7, 7))
             side_a, side_b = sides_of[k]
-            sa = DriftSample(*side_a, config.align, config.point_source)
-            sb = DriftSample(*side_b, config.align, config.point_source)
+            sa = DriftSample(*side_a, config.align.scale_estimator)
+            sb = DriftSample(*side_b, config.align.scale_estimator)
             if sa.ok and sb.ok:
-                J = drift_jacobian(lambda d: sa.fit(d) @ sim3_inverse(sb.fit(d)))
+                J = drift_jacobian(lambda rates: sa.fits(rates) @ sim3_inverse(sb.fits(rates)))
             maps.append(J)
         if use_bias:
             maps.append(np.zeros((7, 7)))  # a loop is not a sequential alignment
@@ -421,7 +421,10 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
         inflation = float(np.sqrt(max(1.0, np.median(loop_chi2) / 6.35)))
         poses, bias = start.poses, start.bias
         for factor in _GNC_WIDTHS:
-            result = optimize_pose_graph(poses, edges, config.pose_graph, bias_prior=prior, bias_init=bias,
+            # Intermediate widths only need to move the solution along; the last one converges.
+            stage = config.pose_graph if factor == _GNC_WIDTHS[-1] else \
+                dataclasses.replace(config.pose_graph, relative_tolerance=1e-6)
+            result = optimize_pose_graph(poses, edges, stage, bias_prior=prior, bias_init=bias,
                                          kernel_width=config.pose_graph.kernel_width * factor * inflation)
             poses, bias = result.poses, result.bias
             iterations += result.iterations

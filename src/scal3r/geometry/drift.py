@@ -22,14 +22,13 @@ every frame inside its chunk.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from scal3r.geometry.align import (AlignConfig, ChunkView, _huber_weights, _residual_norms, overlap_points,
-                                   weighted_umeyama)
+from scal3r.geometry.align import ChunkView, Sim3Fit
 from scal3r.geometry.camera import invert_rigid, reference_row
-from scal3r.geometry.sim3 import sim3_exp, sim3_inverse, sim3_log, sim3_matrix, sim3_split
+from scal3r.geometry.sim3 import hat, sim3_exp, sim3_inverse, sim3_log, sim3_matrix, sim3_split
 
 _STEP = 1e-4  # finite-difference step of the drift rate per row: k·step ≲ 1e-2 for chunks ≤ 200 rows
 
@@ -59,60 +58,85 @@ def undistortion(k: np.ndarray, G: np.ndarray, rate: np.ndarray) -> np.ndarray:
 
 
 class DriftSample:
-    """One alignment's fixed point sample, refittable with any drift rate undone.
+    """An alignment's kept point sample (`Sim3Fit.sample`), refittable with a drift rate undone.
 
     The fit maps `source` into `target` (as `align_views`); the weights are the robust fit's final
     IRLS weights, kept fixed so that the refit is a smooth function of the rate.
     """
 
-    def __init__(self, target: ChunkView, source: ChunkView, frames: Sequence[int], fit_matrix: np.ndarray,
-                 config: AlignConfig, point_source: str, max_points: int = 4096):
-        frames = [f for f in frames]
-        self.ok = False
-        if not frames:
+    def __init__(self, target: ChunkView, source: ChunkView, fit: Sim3Fit, scale_estimator: str = "rms"):
+        self.ok = fit.sample is not None and fit.sample[0].shape[0] >= 16
+        if not self.ok:
             return
-        per_frame = max(16, max_points // len(frames))
-        cfg = AlignConfig(**{**config.__dict__, "max_points_per_frame": per_frame})
-        src, tar, w, rows_src, rows_tar = [], [], [], [], []
-        for f in frames:
-            s, t, ww, _ = overlap_points(target, source, [f], cfg, point_source)
-            src.append(s)
-            tar.append(t)
-            w.append(ww)
-            rows_src.append(np.full(len(s), source.row_of(f)))
-            rows_tar.append(np.full(len(s), target.row_of(f)))
-        src, tar, w = np.concatenate(src), np.concatenate(tar), np.concatenate(w)
-        if src.shape[0] < 16:
-            return
-        s, R, t = sim3_split(fit_matrix)
-        res = _residual_norms(src, tar, float(s), R, t)
-        self.src, self.tar = src, tar
-        self.weights = w * _huber_weights(res, config.huber_delta)
-        self.scale_estimator = config.scale_estimator
-        self.rows_src, self.rows_tar = np.concatenate(rows_src), np.concatenate(rows_tar)
+        self.src, self.tar, self.weights, ids = fit.sample
+        row_src = {int(f): source.row_of(int(f)) for f in np.unique(ids)}
+        row_tar = {int(f): target.row_of(int(f)) for f in np.unique(ids)}
+        self.rows_src = np.array([row_src[int(f)] for f in ids])
+        self.rows_tar = np.array([row_tar[int(f)] for f in ids])
+        self.scale_estimator = scale_estimator
         self.k_src, self.k_tar = row_offsets(source), row_offsets(target)
         self.G_src, self.G_tar = canonical_frame(source), canonical_frame(target)
-        self.ok = True
 
     @staticmethod
-    def _undo(points, rows, k, G, rate):
-        U = undistortion(k, G, rate)[rows]  # (P, 4, 4)
-        return np.einsum("pij,pj->pi", U[:, :3, :3], points) + U[:, :3, 3]
+    def _undo(points, rows, k, G, rates):
+        """points (P, 3) → (B, P, 3) with each of the rates (B, 7) undone, to first order:
+        p − k·(G ξ^ G⁻¹) p — exact for the derivative at 0, which is all drift_jacobian takes,
+        and far cheaper than an exponential per row."""
+        A = G @ np.stack([_algebra(r) for r in rates]) @ sim3_inverse(G)  # (B, 4, 4)
+        # (B, P, 3) = A₃ₓ₃ p + a, written as three broadcasts (einsum/matmul are slow at this shape).
+        moved = (points[None, :, 0:1] * A[:, None, :3, 0] + points[None, :, 1:2] * A[:, None, :3, 1]
+                 + points[None, :, 2:3] * A[:, None, :3, 2] + A[:, None, :3, 3])
+        return points - k[rows][None, :, None] * moved
 
-    def fit(self, rate: np.ndarray) -> np.ndarray:
-        """(4, 4) Sim(3) source → target fitted on the sample with drift rate `rate` undone."""
-        src = self._undo(self.src, self.rows_src, self.k_src, self.G_src, rate)
-        tar = self._undo(self.tar, self.rows_tar, self.k_tar, self.G_tar, rate)
-        s, R, t = weighted_umeyama(src, tar, self.weights, self.scale_estimator)
-        return sim3_matrix(np.float64(s), R, t)
+    def fits(self, rates: np.ndarray) -> np.ndarray:
+        """(B, 4, 4) Sim(3)s source → target fitted on the sample with each drift rate (B, 7) undone."""
+        rates = np.atleast_2d(rates)
+        src = self._undo(self.src, self.rows_src, self.k_src, self.G_src, rates)
+        tar = self._undo(self.tar, self.rows_tar, self.k_tar, self.G_tar, rates)
+        return _batched_umeyama(src, tar, self.weights, self.scale_estimator)
 
 
-def drift_jacobian(fit_of_rate: Callable[[np.ndarray], np.ndarray], step: float = _STEP) -> np.ndarray:
-    """(7, 7) J with fit(d) ≈ fit(0)·exp(J·d), by central differences of a fit function."""
-    Z0_inv = sim3_inverse(fit_of_rate(np.zeros(7)))
-    J = np.zeros((7, 7))
-    for i in range(7):
-        e = np.zeros(7)
-        e[i] = step
-        J[:, i] = (sim3_log(Z0_inv @ fit_of_rate(e)) - sim3_log(Z0_inv @ fit_of_rate(-e))) / (2 * step)
-    return J
+def _batched_umeyama(src: np.ndarray, tar: np.ndarray, weights: np.ndarray, scale_estimator: str) -> np.ndarray:
+    """weighted_umeyama over a batch: src, tar (B, P, 3), weights (P,) → (B, 4, 4)."""
+    w = weights / np.sum(weights)
+    src_c = np.einsum("p,bpi->bi", w, src)
+    tar_c = np.einsum("p,bpi->bi", w, tar)
+    src0 = src - src_c[:, None]
+    tar0 = tar - tar_c[:, None]
+    src_var = np.einsum("p,bpi,bpi->b", w, src0, src0)
+    tar_var = np.einsum("p,bpi,bpi->b", w, tar0, tar0)
+    H = np.einsum("bpi,bpj->bij", src0 * w[None, :, None], tar0, optimize=True)
+    U, S, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(np.swapaxes(Vt, 1, 2) @ np.swapaxes(U, 1, 2)))
+    d = np.where(d == 0, 1.0, d)
+    D = np.zeros_like(H)
+    D[:, 0, 0] = 1.0
+    D[:, 1, 1] = 1.0
+    D[:, 2, 2] = d
+    R = np.swapaxes(Vt, 1, 2) @ D @ np.swapaxes(U, 1, 2)
+    if scale_estimator == "rms":
+        s = np.sqrt(tar_var / src_var)
+    else:
+        s = (S[:, 0] + S[:, 1] + d * S[:, 2]) / src_var
+    t = tar_c - s[:, None] * np.einsum("bij,bj->bi", R, src_c)
+    return sim3_matrix(s, R, t)
+
+
+def _algebra(xi: np.ndarray) -> np.ndarray:
+    """(7,) tangent (ρ, ω, σ) → (4, 4) matrix ξ^ = [[ω× + σI, ρ], [0, 0]]."""
+    A = np.zeros((4, 4))
+    A[:3, :3] = hat(xi[3:6]) + xi[6] * np.eye(3)
+    A[:3, 3] = xi[0:3]
+    return A
+
+
+def drift_jacobian(fits_of_rates: Callable[[np.ndarray], np.ndarray], step: float = _STEP) -> np.ndarray:
+    """(7, 7) J with fit(d) ≈ fit(0)·exp(J·d), by forward differences of a batched fit function
+    (rates (B, 7) → Sim(3)s (B, 4, 4)).
+
+    Forward differences suffice: the fit is smooth in the rate and the drift itself is first
+    order (k·step ≲ 1e-2), so the O(step) truncation is far below the noise of any alignment.
+    """
+    rates = np.concatenate([np.zeros((1, 7)), step * np.eye(7)])
+    Z = fits_of_rates(rates)
+    return (sim3_log(sim3_inverse(Z[0]) @ Z[1:]) / step).T
