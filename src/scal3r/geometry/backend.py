@@ -1,9 +1,17 @@
 """`assemble`: chunk outputs of any feed-forward model → one trajectory in one frame.
 
 Steps: decode each chunk's cameras; Sim(3) between consecutive chunks from the point maps of
-their shared frames; loop constraints from loop chunks; a Sim(3) pose graph when there are loops
-(without loops the chain of pairwise alignments is already the graph's optimum); then every frame
-from the chunk that owns it, moved into the first chunk's frame.
+their shared frames; loop constraints from loop chunks (checked against the run's own sequential
+fits); with loops, a Sim(3) pose graph (without loops the chain of pairwise alignments is already
+the graph's optimum) that
+- weighs every constraint by its alignment's own information, so metres, radians and log-scale
+  compare;
+- selects loops by graduated non-convexity of a Cauchy kernel, dropping the weakest loop at a time
+  (a false loop is reported, not averaged in), then solves least squares on the loops it kept;
+- estimates the systematic drift shared by all chunks (geometry.drift), which a loop closing only
+  at the end of a long drive makes observable, and undoes it in every frame;
+then every frame from the chunk where it is most central, moved into the first chunk's frame.
+`BackendConfig.release()` reproduces the release's post-processing instead.
 """
 
 from __future__ import annotations
