@@ -167,3 +167,15 @@ def test_degenerate_loops_are_dropped_with_a_warning():
     assert messages.count("dropped") == 3
     # Dropped loops leave the chain untouched.
     np.testing.assert_allclose(rec.chunk_sim3, assemble(outs, ranges).chunk_sim3)
+
+
+def test_invalid_field_of_view_warns_and_stays_finite():
+    gt, ranges, outs = _small()
+    enc = outs[1]["pose_enc"].copy()
+    enc[:4, 7:9] = 0.0  # an untrained camera head's relu output
+    outs[1]["pose_enc"] = enc
+    with pytest.warns(RuntimeWarning, match="chunk 1: 4 of 60 frames have a field of view outside"):
+        rec = assemble(outs, ranges)
+    assert np.all(np.isfinite(rec.c2w)) and np.all(np.isfinite(rec.K))
+    # Those frames (30–33 of chunk 1 = [30, 90)) are shared with chunk 0, which supplies the rest.
+    assert ate_rmse(rec.c2w[:30], gt.c2w[:30]) < 1e-6

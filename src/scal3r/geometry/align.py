@@ -238,6 +238,7 @@ class ChunkView:
     depth_conf: np.ndarray
     world_points: Optional[np.ndarray] = None
     world_points_conf: Optional[np.ndarray] = None
+    usable: Optional[np.ndarray] = None  # (n,) bool: rows that may enter alignments (None: all)
 
     def row_of(self, frame: int) -> int:
         hit = np.nonzero(self.frames == frame)[0]
@@ -267,8 +268,10 @@ class ChunkView:
         return np.asarray(c[row], dtype=np.float64).reshape(-1)
 
     def valid(self, row: int, source: str) -> np.ndarray:
-        """(H·W,) bool: finite positive depth (or finite point) and finite confidence."""
+        """(H·W,) bool: finite positive depth (or finite point) and finite confidence, in a usable row."""
         conf = self.confidence(row, source)
+        if self.usable is not None and not self.usable[row]:
+            return np.zeros(conf.shape, dtype=bool)
         if source == "world_points":
             pts = np.asarray(self.world_points[row]).reshape(-1, 3)
             ok = np.all(np.isfinite(pts), axis=1)

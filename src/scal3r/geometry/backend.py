@@ -106,6 +106,7 @@ class Reconstruction:
 
 
 _KEYS = ("pose_enc", "depth", "depth_conf")
+_MIN_FOV = 1e-3  # radians
 
 
 def _float_array(x) -> np.ndarray:
@@ -134,6 +135,17 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) ->
     pose_enc = as_numpy(out["pose_enc"])
     if pose_enc.shape != (n, 9):
         raise InputError(f"{label}: pose_enc must be ({n}, 9), got {tuple(pose_enc.shape)}")
+    fov = pose_enc[:, 7:9]
+    bad_fov = np.isfinite(fov).all(axis=1) & ~((fov > _MIN_FOV) & (fov < np.pi - _MIN_FOV)).all(axis=1)
+    if bad_fov.any():
+        # A field of view outside (0, π) has no pinhole camera (an untrained or failing camera
+        # head gives 0): clamp it so the output stays finite, keep those frames out of every
+        # alignment, and say so.
+        warnings.warn(f"{label}: {int(bad_fov.sum())} of {n} frames have a field of view outside (0, π); "
+                      "their intrinsics are clamped and they are left out of the alignment", RuntimeWarning,
+                      stacklevel=3)
+        pose_enc = pose_enc.copy()
+        pose_enc[:, 7:9] = np.clip(fov, _MIN_FOV, np.pi - _MIN_FOV)
     try:
         w2c, K = decode_pose_encoding(pose_enc, H, W)
     except InputError as err:
@@ -149,7 +161,7 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) ->
         wp = _float_array(out["world_points"])
         wpc = _float_array(out["world_points_conf"])
     return ChunkView(frames=np.asarray(frames, dtype=np.int64), w2c=w2c, K=K, depth=depth, depth_conf=conf,
-                     world_points=wp, world_points_conf=wpc)
+                     world_points=wp, world_points_conf=wpc, usable=~bad_fov)
 
 
 def _check_ranges(chunk_ranges, n_outputs: int) -> List[Tuple[int, int]]:
