@@ -118,7 +118,6 @@ def pair(height: int = 154, width: int = 518, repeats: int = 3) -> dict:
 
 def posegraph(seed: int = 1) -> dict:
     """100 chunks with ~70 loops: time of the pose-graph stage (drift Jacobians, GNC, solves)."""
-    import numpy as np
 
     from scal3r.eval.simulate import SimulationConfig, road_scene, simulate_chunks
     from scal3r.eval.trajectory import ate_rmse

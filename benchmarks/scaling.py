@@ -89,7 +89,7 @@ def main() -> None:
         t = rows[(offload, hi)]["ms_per_frame"] / rows[(offload, lo)]["ms_per_frame"]
         c = rows[(offload, hi)]["ms_per_chunk_frame"] / rows[(offload, lo)]["ms_per_chunk_frame"]
         m = rows[(offload, hi)]["peak_rss_mib"] / rows[(offload, lo)]["peak_rss_mib"]
-        print(f"offload={offload}: per-frame time {hi} vs {lo} frames: x{t:.3f} (target <= 1.15); "
+        print(f"offload={offload}: per-frame time {hi} vs {lo} frames: x{t:.3f} (target <= 1.15), per chunk-frame x{c:.3f}; "
               f"peak RSS x{m:.2f}" + (" (target <= 1.3)" if offload else ""))
 
 

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from scal3r.engine.chunks import chunk_ranges
 from scal3r.errors import InputError

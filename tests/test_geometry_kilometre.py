@@ -6,7 +6,6 @@ scale drift (0.035 %/frame) growing away from each chunk's reference row, depth 
 outliers; loop chunks come from simulated place descriptors and have their own frame and noise.
 """
 
-import warnings
 
 import numpy as np
 import pytest

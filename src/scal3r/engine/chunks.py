@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 from scal3r.errors import InputError
+from scal3r.geometry.camera import network_order
 
 ChunkRange = Tuple[int, int]
 
@@ -52,9 +53,7 @@ def reference_first_order(start: int, end: int) -> List[int]:
     """Frame indices of a chunk in the order fed to the network: its middle frame first.
 
     The first frame fed is the chunk's reference frame (its pose defines the chunk's coordinate
-    frame). The release picks the middle one, index ceil(n/2) − 1 of the ascending frames, then
-    feeds the others in ascending order.
+    frame). The rule (`scal3r.geometry.camera.network_order`, the release's) is kept in one place
+    because the backend must know which frame that was.
     """
-    frames = list(range(start, end))
-    middle = (len(frames) + 1) // 2 - 1
-    return [frames[middle]] + frames[:middle] + frames[middle + 1:]
+    return [start + int(i) for i in network_order(end - start)]

@@ -21,7 +21,7 @@ road, ray-cast), and `simulate_descriptors` place-recognition descriptors for lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from scal3r.errors import InputError
 from scal3r.geometry.camera import (camera_rays, encode_pose_encoding, invert_rigid, reference_row,
                                     unproject_depth)
-from scal3r.geometry.sim3 import sim3_exp, sim3_inverse, sim3_matrix, sim3_split, so3_exp
+from scal3r.geometry.sim3 import sim3_inverse, sim3_matrix, sim3_split, so3_exp
 
 
 @dataclass

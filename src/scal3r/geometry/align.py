@@ -17,10 +17,9 @@ The result maps the SOURCE frame into the TARGET frame: p_target ≈ s·R·p_sou
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 

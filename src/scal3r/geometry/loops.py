@@ -16,7 +16,7 @@ The flow (the release's, with VGGT-Long's detector settings as defaults):
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np

@@ -26,7 +26,7 @@ border for b) and solved with scipy's sparse LU: a few hundred chunks solve in m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse

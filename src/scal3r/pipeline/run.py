@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from scal3r import __version__
-from scal3r.errors import InputError, MissingDependencyError, Scal3RError
+from scal3r.errors import InputError, MissingDependencyError
 from scal3r.io import export
 from scal3r.pipeline.chunkstore import BACKEND_KEYS, ChunkOutputStore
 from scal3r.pipeline.config import ReconstructConfig, resolve_device, resolve_dtype
