@@ -45,8 +45,9 @@ class MemoryConfig:
     base_lr: float = 0.01  # per-token step sizes start at softplus(0 + softplus⁻¹(base_lr)) = base_lr
     muon_update_steps: int = 5  # Newton–Schulz iterations of the orthogonalised update
     use_modulation: bool = True  # output through LN + (shift, scale, gate) instead of one Linear
-    # The release flag that all-reduces gradients across torch.distributed ranks. Here the
-    # engine's reducer decides how gradients are combined, so this only records the release value.
+    # The release flag that all-reduces gradients across torch.distributed ranks. Here the engine
+    # always combines chunk gradients (see `scal3r.engine.sync` for the order), so this only records
+    # the release value.
     use_ddp_allreduce: bool = True
 
 
