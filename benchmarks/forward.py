@@ -17,8 +17,8 @@ import time
 def run_one(args) -> dict:
     import torch
 
-    from scal3r import Scal3R
-    from scal3r.engine.chunks import chunk_ranges
+    from scal3r import Scal3R, infer_chunks
+    from scal3r.chunks import chunk_ranges
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -29,9 +29,9 @@ def run_one(args) -> dict:
     images = torch.rand(n_frames, 3, args.height, args.width)
     ranges = chunk_ranges(n_frames, args.block, args.overlap)
     assert len(ranges) == n_chunks
-    model.infer_chunks(images[: args.block], [(0, args.block)])  # warm-up (allocator, kernels)
+    infer_chunks(model, images[: args.block], [(0, args.block)])  # warm-up (allocator, kernels)
     t0 = time.perf_counter()
-    model.infer_chunks(images, ranges, sync=True)
+    infer_chunks(model, images, ranges, sync=True)
     dt = time.perf_counter() - t0
     frames_processed = sum(e - s for s, e in ranges)
     return {

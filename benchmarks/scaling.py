@@ -23,7 +23,7 @@ def run_one(frames: int, offload: bool, a) -> dict:
     import torch
 
     from scal3r import Scal3R
-    from scal3r.engine.chunks import chunk_ranges, reference_first_order
+    from scal3r.chunks import chunk_ranges, reference_first_order
     from scal3r.engine.runner import run_chunks
     from scal3r.engine.state import DiskStore, MemoryStore
 

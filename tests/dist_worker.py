@@ -11,8 +11,9 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 import torch  # noqa: E402
 
 from scal3r.engine.distributed import init_from_env, shutdown  # noqa: E402
+from scal3r.engine.runner import infer_chunks  # noqa: E402
 from scal3r.errors import Scal3RError  # noqa: E402
-from scal3r.engine.chunks import chunk_ranges  # noqa: E402
+from scal3r.chunks import chunk_ranges  # noqa: E402
 
 
 def build_model():
@@ -49,7 +50,7 @@ def main():
         memory.gradient = dying
     images = frames(int(n))
     try:
-        outs = model.infer_chunks(images, chunk_ranges(int(n), 6, 2), sync=sync == "1", sum_order=order)
+        outs = infer_chunks(model, images, chunk_ranges(int(n), 6, 2), sync=sync == "1", sum_order=order)
     except Scal3RError as e:
         print(f"scal3r: error: {e}", file=sys.stderr)
         sys.exit(2)

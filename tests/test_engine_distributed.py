@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_worker  # noqa: E402
 
-from scal3r.engine.chunks import chunk_ranges  # noqa: E402
-from scal3r.engine.runner import rank_chunks  # noqa: E402
+from scal3r.chunks import chunk_ranges  # noqa: E402
+from scal3r.engine.runner import infer_chunks, rank_chunks  # noqa: E402
 
 N_FRAMES = 22  # chunk_ranges(22, 6, 2) -> 5 chunks: uneven over 2 and 3 ranks
 
@@ -46,7 +46,7 @@ def _launch(world, tmp_path, sync=True, order="release", die_at=-1, timeout=120)
 
 def _single(sync=True, order="release"):
     model = dist_worker.build_model()
-    return model.infer_chunks(dist_worker.frames(N_FRAMES), chunk_ranges(N_FRAMES, 6, 2), sync=sync, sum_order=order)
+    return infer_chunks(model, dist_worker.frames(N_FRAMES), chunk_ranges(N_FRAMES, 6, 2), sync=sync, sum_order=order)
 
 
 def test_rank_blocks_cover_all_chunks():

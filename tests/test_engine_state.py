@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from scal3r import Scal3R
-from scal3r.engine.chunks import chunk_ranges, reference_first_order
+from scal3r import Scal3R, infer_chunks
+from scal3r.chunks import chunk_ranges, reference_first_order
 from scal3r.engine.runner import run_chunks
 from scal3r.engine.state import DiskStore
 
@@ -23,9 +23,9 @@ def setup():
 
 def test_disk_offload_is_bit_identical_and_removes_its_directory(setup, tmp_path):
     model, images, ranges = setup
-    in_ram = model.infer_chunks(images, ranges)
+    in_ram = infer_chunks(model, images, ranges)
     root = tmp_path / "state"
-    on_disk = model.infer_chunks(images, ranges, offload=root)
+    on_disk = infer_chunks(model, images, ranges, offload=root)
     for a, b in zip(in_ram, on_disk):
         for key in a:
             assert torch.equal(a[key], b[key]), key

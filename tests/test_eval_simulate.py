@@ -5,8 +5,8 @@ import torch
 from scal3r.errors import InputError
 from scal3r.eval.simulate import (SimulationConfig, road_scene, simulate_chunks, simulate_descriptors,
                                   simulate_loop_chunk)
-from scal3r.geometry.camera import (decode_pose_encoding, invert_rigid, project_points, reference_row,
-                                    unproject_depth)
+from scal3r.chunks import reference_row
+from scal3r.geometry.camera import decode_pose_encoding, invert_rigid, project_points, unproject_depth
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from scal3r.engine.chunks import chunk_ranges
+from scal3r.chunks import chunk_ranges
 from scal3r.errors import InputError
 from scal3r.eval.simulate import (SimulationConfig, road_scene, simulate_chunks, simulate_descriptors,
                                   simulate_loop_chunk)

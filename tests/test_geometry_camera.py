@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from scal3r.errors import InputError
-from scal3r.geometry.camera import (ascending_order, decode_pose_encoding, encode_pose_encoding, intrinsics_from_fov,
-                                    invert_rigid, network_order, project_points, quat_to_rotation, reference_row,
-                                    rotation_to_quat, unproject_depth)
+from scal3r.chunks import ascending_order, network_order, reference_row
+from scal3r.geometry.camera import (decode_pose_encoding, encode_pose_encoding, intrinsics_from_fov, invert_rigid,
+                                    project_points, quat_to_rotation, rotation_to_quat, unproject_depth)
 from scal3r.geometry.sim3 import so3_exp
 
 

@@ -13,7 +13,8 @@ import torch
 
 from conftest import require_parity
 from scal3r.geometry import BackendConfig, assemble
-from scal3r.geometry.camera import ascending_order, decode_pose_encoding, network_order
+from scal3r.chunks import ascending_order, network_order
+from scal3r.geometry.camera import decode_pose_encoding
 
 FIXTURES = ("tiny_conv", "tiny_dinov2")
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from scal3r import Scal3R
-from scal3r.engine.chunks import chunk_ranges, reference_first_order
+from scal3r.chunks import chunk_ranges, reference_first_order
+from scal3r.engine import infer_chunks, run_chunks
 from scal3r.errors import InputError
 
 
@@ -37,7 +38,7 @@ def test_chunk_ranges_release_rule():
 
 def test_infer_chunks_contract(model, images):
     ranges = chunk_ranges(len(images), 6, 2)
-    outs = model.infer_chunks(images, ranges)
+    outs = infer_chunks(model, images, ranges)
     assert len(outs) == len(ranges)
     for (s, e), out in zip(ranges, outs):
         n = e - s
@@ -50,11 +51,11 @@ def test_infer_chunks_contract(model, images):
 
 
 def test_rows_are_ascending_although_the_middle_frame_is_fed_first(model, images):
-    """A chunk run alone through forward() in the fed order gives the same rows, permuted."""
+    """A chunk run alone through run_chunks in the fed order gives the same rows, permuted."""
     s, e = 2, 8
-    out = model.infer_chunks(images[:e], [(0, e - s + 2), (s, e)], sync=False)[1]
+    out = infer_chunks(model, images[:e], [(0, e - s + 2), (s, e)], sync=False)[1]
     order = reference_first_order(s, e)
-    direct = model(images[order])
+    direct = run_chunks(model, images[order], [list(range(len(order)))], sync=True)[0]
     inverse = torch.argsort(torch.tensor(order))
     for key in ("pose_enc", "depth", "world_points_conf"):
         assert torch.equal(out[key], direct[key][inverse]), key
@@ -62,39 +63,39 @@ def test_rows_are_ascending_although_the_middle_frame_is_fed_first(model, images
 
 def test_unsynced_chunk_equals_the_chunk_alone(model, images):
     ranges = chunk_ranges(len(images), 6, 2)
-    outs = model.infer_chunks(images, ranges, sync=False)
+    outs = infer_chunks(model, images, ranges, sync=False)
     for (s, e), out in zip(ranges, outs):
-        alone = model.infer_chunks(images[s:e], [(0, e - s)], sync=False)[0]
+        alone = infer_chunks(model, images[s:e], [(0, e - s)], sync=False)[0]
         for key in ("pose_enc", "depth", "world_points"):
             assert torch.equal(out[key], alone[key]), key
 
 
 def test_synchronisation_shares_memory_across_chunks(model, images):
     ranges = chunk_ranges(len(images), 6, 2)
-    synced = model.infer_chunks(images, ranges, sync=True)
-    unsynced = model.infer_chunks(images, ranges, sync=False)
+    synced = infer_chunks(model, images, ranges, sync=True)
+    unsynced = infer_chunks(model, images, ranges, sync=False)
     assert max((a["depth"] - b["depth"]).abs().max() for a, b in zip(synced, unsynced)) > 1e-3
     # With one chunk, synchronised and own-gradient updates coincide.
     one = [(0, 6)]
-    assert torch.equal(model.infer_chunks(images[:6], one)[0]["depth"],
-                       model.infer_chunks(images[:6], one, sync=False)[0]["depth"])
+    assert torch.equal(infer_chunks(model, images[:6], one)[0]["depth"],
+                       infer_chunks(model, images[:6], one, sync=False)[0]["depth"])
 
 
 def test_synced_chunk_depends_on_the_other_chunks(model, images):
     """GCS: changing frames that chunk 0 never sees changes chunk 0's output."""
     ranges = [(0, 6), (6, 12)]
-    base = model.infer_chunks(images[:12], ranges)[0]["depth"]
+    base = infer_chunks(model, images[:12], ranges)[0]["depth"]
     changed = images[:12].clone()
     changed[6:] = torch.rand_like(changed[6:])
-    assert not torch.allclose(model.infer_chunks(changed, ranges)[0]["depth"], base)
-    assert torch.equal(model.infer_chunks(changed, ranges, sync=False)[0]["depth"],
-                       model.infer_chunks(images[:12], ranges, sync=False)[0]["depth"])
+    assert not torch.allclose(infer_chunks(model, changed, ranges)[0]["depth"], base)
+    assert torch.equal(infer_chunks(model, changed, ranges, sync=False)[0]["depth"],
+                       infer_chunks(model, images[:12], ranges, sync=False)[0]["depth"])
 
 
 def test_bf16_autocast_runs_and_stays_close(model, images):
     ranges = [(0, 7), (4, 11)]
-    fp32 = model.infer_chunks(images[:11], ranges)
-    bf16 = model.infer_chunks(images[:11], ranges, dtype=torch.bfloat16)
+    fp32 = infer_chunks(model, images[:11], ranges)
+    bf16 = infer_chunks(model, images[:11], ranges, dtype=torch.bfloat16)
     for a, b in zip(fp32, bf16):
         assert b["depth"].dtype == torch.float32 and torch.isfinite(b["depth"]).all()
         rel = ((a["depth"] - b["depth"]).abs() / a["depth"]).median()
@@ -103,7 +104,7 @@ def test_bf16_autocast_runs_and_stays_close(model, images):
 
 def test_progress_is_reported(model, images):
     calls = []
-    model.infer_chunks(images[:8], [(0, 8)], progress=lambda stage, done, total: calls.append((stage, done, total)))
+    infer_chunks(model, images[:8], [(0, 8)], progress=lambda stage, done, total: calls.append((stage, done, total)))
     assert calls[-1][1] == calls[-1][2] and calls[0][0] == "network"
 
 
@@ -116,4 +117,4 @@ def test_progress_is_reported(model, images):
 ])
 def test_bad_input(model, bad_images, ranges, match):
     with pytest.raises(InputError, match=match):
-        model.infer_chunks(bad_images, ranges)
+        infer_chunks(model, bad_images, ranges)

@@ -56,7 +56,7 @@ def cpu_has_avx512_bf16() -> bool:
 def test_weights_load_strictly_and_ranges_match(name):
     model, inputs, _, notes = load(name)
     assert notes == []
-    from scal3r.engine.chunks import chunk_ranges, reference_first_order
+    from scal3r.chunks import chunk_ranges, reference_first_order
 
     ranges = chunk_ranges(inputs["images"].shape[0], 8, 4)
     assert [list(r) for r in ranges] == inputs["chunk_ranges"].tolist()

@@ -12,7 +12,8 @@ from scal3r.geometry import LoopCandidate
 from scal3r.io.trajectory import read_kitti, read_tum
 from scal3r.pipeline import ReconstructConfig, reconstruct
 from scal3r.pipeline.chunkstore import ChunkOutputStore
-from scal3r.pipeline.loops import LoopPlan, feed_order
+from scal3r.chunks import feed_order
+from scal3r.pipeline.loops import LoopPlan
 
 from test_cli_reconstruct import TINY, _frame, _write_frames
 

@@ -6,7 +6,7 @@ CVPR 2026), not the NVlabs method of the same name.
 
 __version__ = "0.1.0"
 
-__all__ = ["Scal3R", "__version__"]
+__all__ = ["Scal3R", "infer_chunks", "__version__"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from scal3r.model.scal3r import Scal3R
 
         return Scal3R
+    if name == "infer_chunks":
+        from scal3r.engine.runner import infer_chunks
+
+        return infer_chunks
     raise AttributeError(name)

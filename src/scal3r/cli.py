@@ -27,8 +27,11 @@ class TerminalProgress:
         self._last = 0.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        """`stage` may carry a detail after " · " (e.g. the current loss), shown but not part of
+        the stage's identity (the rate is measured over the whole stage)."""
         if self.quiet:
             return
+        stage, _, detail = stage.partition(" · ")
         now = time.monotonic()
         if stage != self._stage:
             if self._stage is not None:
@@ -45,6 +48,8 @@ class TerminalProgress:
             line = f"{stage}: {done}/{total} ({rate:.2f}/s, ETA {eta_text})"
         else:
             line = f"{stage}: {done} ({rate:.2f}/s)"
+        if detail:
+            line += f" {detail}"
         sys.stderr.write("\r" + line.ljust(70))
         if finished:
             sys.stderr.write("\n")
@@ -76,7 +81,8 @@ def _run_forward(args) -> int:
     import torch
 
     from scal3r import Scal3R
-    from scal3r.engine.chunks import chunk_ranges
+    from scal3r.chunks import chunk_ranges
+    from scal3r.engine import infer_chunks
     from scal3r.engine.distributed import init_from_env, is_main_process, shutdown
 
     init_from_env("cpu")  # under torchrun: join the gloo group, chunks are spread over the ranks
@@ -92,7 +98,7 @@ def _run_forward(args) -> int:
         images = torch.rand(args.frames, 3, size * 2 // 3 // 14 * 14, size)
         ranges = chunk_ranges(args.frames, args.block_size, args.overlap)
         t0 = time.perf_counter()
-        outs = model.infer_chunks(images, ranges, sync=True)
+        outs = infer_chunks(model, images, ranges, sync=True)
         dt = time.perf_counter() - t0
         if outs is not None:
             lo = min(float(o["depth"].min()) for o in outs)
@@ -419,6 +425,97 @@ def _run_view(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on long synthetic (or your own) sequences with synchronised memory",
+                       description="Train on long sequences cut into K overlapping chunks whose memory gradients "
+                                   "are summed (Global Context Synchronization), as at test time. Writes "
+                                   "OUT/checkpoint.pt (resume point), OUT/model.safetensors (loads with "
+                                   "`scal3r reconstruct --weights`), OUT/log.csv and OUT/loss.png. Under "
+                                   "`torchrun --nproc_per_node=N -m scal3r train ...` the chunks of a step are "
+                                   "spread over the ranks.")
+    p.add_argument("--preset", default="compact", help="model preset: compact (the shipped model's), tiny, small, official")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log, curves)")
+    p.add_argument("--data", default="synthetic", metavar="synthetic|FOLDER",
+                   help="'synthetic' renders fresh worlds (training seeds 0..99999); or a folder of sequences in "
+                        "the synthetic layout (images/, depth/*.npy, poses_kitti.txt, intrinsics.json)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
+    p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (ours, official Scal3R or VGGT)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, exactly")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample sequence (step s draws from (seed, s))")
+    p.add_argument("--max-chunks", type=int, default=None, help="K is drawn per step from 1..this")
+    p.add_argument("--block-size", type=int, default=None, help="frames per training chunk")
+    p.add_argument("--overlap", type=int, default=None, help="frames shared by consecutive chunks")
+    p.add_argument("--resolution", type=int, nargs=2, default=None, metavar=("W", "H"), help="training image size (multiples of 14)")
+    p.add_argument("--lr-memory", type=float, default=None, help="peak learning rate of the memory units")
+    p.add_argument("--lr-rest", type=float, default=None, help="peak learning rate of everything else")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints")
+    p.add_argument("--freeze", nargs="*", default=(), metavar="PREFIX", help="parameter-name prefixes to keep fixed")
+    p.add_argument("--no-sync", action="store_true", help="each chunk updates its memory alone (ablation)")
+    p.add_argument("--no-activation-checkpointing", action="store_true",
+                   help="keep every activation (faster, several times the memory)")
+    p.add_argument("--no-memory", action="store_true", help="the preset without memory units (ablation)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    import dataclasses
+
+    import torch
+
+    from scal3r.engine.distributed import init_from_env, is_main_process, shutdown
+    from scal3r.errors import InputError
+    from scal3r.pipeline.config import resolve_device, resolve_dtype
+    from scal3r.train.trainer import Trainer, TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    cfg = TrainConfig.preset_for(args.preset)
+    over = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("lr_memory", args.lr_memory),
+                              ("lr_rest", args.lr_rest), ("warmup_steps", args.warmup),
+                              ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    if args.freeze:
+        over["freeze"] = tuple(args.freeze)
+    if args.no_sync:
+        over["sync"] = False
+    if args.no_memory:
+        over["memory"] = False
+    if args.no_activation_checkpointing:
+        over["activation_checkpointing"] = False
+    data = {k: v for k, v in (("max_chunks", args.max_chunks), ("block_size", args.block_size),
+                              ("overlap", args.overlap)) if v is not None}
+    if args.resolution:
+        data["width"], data["height"] = args.resolution
+    if data:
+        over["data"] = dataclasses.replace(cfg.data, **data)
+    cfg = dataclasses.replace(cfg, **over)
+    if cfg.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {cfg.steps}")
+    cfg.data.validate()
+    device_obj = init_from_env("cuda" if device == "cuda" else "cpu")
+    main = is_main_process()
+    try:
+        trainer = Trainer(cfg, args.out, data_folder=None if args.data == "synthetic" else args.data, init=args.init,
+                          resume=args.resume, resume_steps=args.steps, device=str(device_obj or device), dtype=None if dtype == torch.float32 else dtype,
+                          progress=TerminalProgress(quiet=args.quiet or not main))
+        if main:
+            print(f"scal3r train: preset {trainer.cfg.preset}, {sum(p.numel() for p in trainer.model.parameters()):,} "
+                  f"parameters, steps {trainer.step} → {trainer.cfg.steps}, out {args.out}", file=sys.stderr)
+        out = trainer.run()
+    finally:
+        shutdown()
+    if main:
+        print(f"trained to step {trainer.step}: weights {out / 'model.safetensors'}, log {out / 'log.csv'}, "
+              f"curve {out / 'loss.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scal3r",
@@ -427,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scal3r {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_forward, _add_synth, _add_eval, _add_reconstruct, _add_demo, _add_view):
+    for add in (_add_forward, _add_synth, _add_eval, _add_reconstruct, _add_demo, _add_train, _add_view):
         add(sub)
     return parser
 

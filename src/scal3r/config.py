@@ -146,6 +146,20 @@ class ModelConfig:
         )
 
     @classmethod
+    def compact(cls) -> "ModelConfig":
+        """The model trained here and shipped with the project (`models/`): ~7M parameters, sized
+        so that a training step on a few chunks takes seconds on 2 CPU cores."""
+        return cls(
+            aggregator=AggregatorConfig(
+                img_size=224, embed_dim=128, depth=6, num_heads=4, patch_embed="conv",
+                memory_layers=(3, 5), intermediate_layers=(1, 3, 4, 5),
+            ),
+            camera=CameraHeadConfig(trunk_depth=2, num_heads=8),
+            points=DPTHeadConfig(4, "inv_log", "expp1", features=48, out_channels=(32, 64, 96, 96)),
+            depth=DPTHeadConfig(2, "exp", "expp1", features=48, out_channels=(32, 64, 96, 96)),
+        )
+
+    @classmethod
     def tiny(cls) -> "ModelConfig":
         """The `tiny_conv` parity fixture's dimensions: fast enough for unit tests."""
         return cls(
@@ -159,10 +173,40 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
-        presets = {"official": cls.official, "vggt": cls.vggt, "small": cls.small, "tiny": cls.tiny}
+        presets = {"official": cls.official, "vggt": cls.vggt, "small": cls.small, "compact": cls.compact,
+                   "tiny": cls.tiny}
         if name not in presets:
             raise Scal3RError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
         return presets[name]()
+
+    # -- plain data (checkpoint metadata) ---------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        """Inverse of `to_dict`; unknown keys are refused (a config from a newer version)."""
+        def build(dc, data):
+            data = dict(data)
+            unknown = set(data) - _field_names(dc)
+            if unknown:
+                raise Scal3RError(f"unknown {dc.__name__} keys {sorted(unknown)} in a stored model configuration")
+            kwargs = {}
+            for f in dataclasses.fields(dc):
+                if f.name not in data:
+                    continue
+                value = data[f.name]
+                sub = _NESTED.get((dc.__name__, f.name))
+                if sub is not None and value is not None:
+                    value = build(sub, value)
+                elif isinstance(value, list):
+                    value = tuple(value)
+                kwargs[f.name] = value
+            return dc(**kwargs)
+
+        out = build(cls, d)
+        out.validate()
+        return out
 
     # -- the release's sampler_cfg ---------------------------------------------------------------
     @classmethod
@@ -259,6 +303,13 @@ def _reject_unsupported(agg: Dict[str, Any]) -> None:
     unknown = set(agg) - known
     if unknown:
         raise Scal3RError(f"unknown agg_regator_cfg keys in the release config: {sorted(unknown)}")
+
+
+_NESTED = {
+    ("ModelConfig", "aggregator"): AggregatorConfig, ("ModelConfig", "camera"): CameraHeadConfig,
+    ("ModelConfig", "points"): DPTHeadConfig, ("ModelConfig", "depth"): DPTHeadConfig,
+    ("AggregatorConfig", "vit"): ViTConfig, ("AggregatorConfig", "memory"): MemoryConfig,
+}
 
 
 def _field_names(dc) -> set:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from scal3r.chunks import OUTPUT_KEYS, output_shapes, reference_first_order, rows_ascending, validate_ranges
 from scal3r.engine.state import DiskStore, MemoryStore
 from scal3r.engine.sync import make_accumulator
 from scal3r.errors import InputError, Scal3RError
@@ -40,7 +42,6 @@ from scal3r.progress import ProgressFn, report
 UpdateHook = Callable[[int, Optional[int], FastWeights], Optional[FastWeights]]
 OutputFn = Callable[[int, Dict[str, Tensor]], None]
 
-OUTPUT_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -71,6 +72,49 @@ def _take(images, frames: Sequence[int]) -> Tensor:
     if not torch.isfinite(x).all():
         raise InputError("images contain NaN or infinite values")
     return x
+
+
+def infer_chunks(
+    model,
+    images: Tensor,
+    chunk_ranges: Sequence[Tuple[int, int]],
+    sync: bool = True,
+    *,
+    device: Optional[Union[str, torch.device]] = None,
+    dtype: Optional[torch.dtype] = None,
+    offload: Union[bool, str, Path] = False,
+    sum_order: str = "release",
+    progress: Optional[ProgressFn] = None,
+    trace: Optional[Dict[str, Tensor]] = None,
+) -> Optional[List[Dict[str, Tensor]]]:
+    """Multi-chunk inference with Global Context Synchronization.
+
+    images: (N, 3, H, W) float in [0, 1]; chunk_ranges: half-open (start, end) per chunk,
+    overlapping. Each chunk is fed middle frame first (its reference frame, as the release);
+    outputs come back with rows in ascending frame order. `sync=False` updates each chunk's
+    memory from its own gradient only (ablation). `dtype=torch.bfloat16` runs the transformer
+    under autocast (memory and heads stay float32). `offload=True` (or a directory) keeps the
+    per-layer chunk state in files instead of RAM, so memory stays bounded by about one chunk.
+    `sum_order` chooses how chunk gradients are summed ("release": the release's chunk order,
+    bit-identical for any number of ranks; "fp64": float64 all-reduce), see `scal3r.engine.sync`.
+
+    Called in every rank of an initialised torch.distributed process group, the chunks are
+    spread over the ranks and rank 0 returns all outputs (other ranks return None).
+    Returns per chunk: pose_enc (n, 9), depth (n, H, W, 1), depth_conf (n, H, W),
+    world_points (n, H, W, 3), world_points_conf (n, H, W), frames (n,) global indices.
+    """
+    if not torch.is_tensor(images) or images.ndim != 4:
+        raise InputError("images must be a tensor of shape (N, 3, H, W)")
+    ranges = validate_ranges(chunk_ranges, images.shape[0])
+    fed = [reference_first_order(s, e) for s, e in ranges]
+    device = torch.device(device) if device else None
+    if offload:
+        store = DiskStore(None if offload is True else offload, device=device)
+    else:
+        store = MemoryStore(device)  # on a GPU, chunk state waits in host RAM between layers
+    outs = run_chunks(model, images, fed, sync=sync, sum_order=sum_order, store=store, device=device,
+                      dtype=dtype, progress=progress, trace=trace)
+    return None if outs is None else [rows_ascending(o) for o in outs]
 
 
 @torch.no_grad()
@@ -245,11 +289,6 @@ def _hooked(hook: Optional[UpdateHook], layer: int, chunk: Optional[int], weight
     return weights if replaced is None else replaced
 
 
-def _output_shapes(n: int, H: int, W: int) -> Dict[str, tuple]:
-    return {"pose_enc": (n, 9), "depth": (n, H, W, 1), "depth_conf": (n, H, W),
-            "world_points": (n, H, W, 3), "world_points_conf": (n, H, W)}
-
-
 def _gather_to_rank0(local: List[Dict[str, Tensor]], chunks, mine, H: int, W: int, rank: int, world: int,
                      device: torch.device, on_output: Optional[OutputFn], group) -> Optional[List[Dict[str, Tensor]]]:
     """Send every chunk's outputs to rank 0, in chunk order (tensor messages, no pickling)."""
@@ -265,7 +304,7 @@ def _gather_to_rank0(local: List[Dict[str, Tensor]], chunks, mine, H: int, W: in
                 out = by_chunk.pop(b)
             else:
                 out = {}
-                for key, shape in _output_shapes(len(chunks[b]), H, W).items():
+                for key, shape in output_shapes(len(chunks[b]), H, W).items():
                     buf = torch.empty(shape, dtype=torch.float32, device=wire)
                     dist.recv(buf, src=_global(owner, group), group=group)
                     out[key] = buf.cpu()

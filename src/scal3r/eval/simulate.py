@@ -1,7 +1,7 @@
 """Realistic chunk predictions from ground truth, to test the backend without a trained network.
 
 `simulate_chunks` turns ground truth (camera-to-world poses, intrinsics, metric depth) into what
-`Scal3R.infer_chunks` returns: per chunk, rows in ascending frame order, `pose_enc` (n, 9),
+`scal3r.engine.infer_chunks` returns: per chunk, rows in ascending frame order, `pose_enc` (n, 9),
 `depth` (n, H, W, 1), `depth_conf` (n, H, W), `world_points` (n, H, W, 3), `world_points_conf`
 (n, H, W), all expressed in the chunk's own frame:
 
@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from scal3r.errors import InputError
-from scal3r.geometry.camera import (camera_rays, encode_pose_encoding, invert_rigid, reference_row,
+from scal3r.chunks import reference_row
+from scal3r.geometry.camera import (camera_rays, encode_pose_encoding, invert_rigid,
                                     unproject_depth)
 from scal3r.geometry.sim3 import sim3_inverse, sim3_matrix, sim3_split, so3_exp
 

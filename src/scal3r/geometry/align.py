@@ -24,7 +24,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from scal3r.errors import InputError
-from scal3r.geometry.camera import camera_rays, invert_rigid, reference_row
+from scal3r.chunks import reference_row
+from scal3r.geometry.camera import camera_rays, invert_rigid
 from scal3r.geometry.sim3 import sim3_matrix, so3_log
 
 

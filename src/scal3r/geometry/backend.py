@@ -25,7 +25,8 @@ import numpy as np
 
 from scal3r.errors import InputError
 from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
-from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid, reference_row
+from scal3r.chunks import reference_row
+from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid
 from scal3r.geometry.drift import DriftSample, canonical_frame, drift_jacobian, row_offsets, undistortion
 from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph

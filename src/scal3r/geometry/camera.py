@@ -11,7 +11,8 @@ Conventions (those of VGGT and the Scal3R release):
   image centre (W / 2, H / 2).
 - Depth is z-depth: a pixel's point is centre + depth · R_c2w K⁻¹ (u + 0.5, v + 0.5, 1).
 
-Everything here is float64 numpy; torch tensors are accepted and converted.
+Everything here is float64 numpy; torch tensors are accepted and converted. The one exception,
+`decode_pose_encoding_torch`, is the differentiable decode for training (same formulas).
 """
 
 from __future__ import annotations
@@ -35,52 +36,25 @@ def as_numpy(x, dtype=np.float64) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference frame of a chunk: the one place that knows the release's rule.
-
-
-def reference_row(n_frames: int) -> int:
-    """Row (in ascending frame order) of the chunk's reference frame: ceil(n/2) - 1.
-
-    The release feeds a chunk's middle frame to the network first, so the chunk's coordinate
-    frame is that camera's frame; pose errors of the network grow away from it.
-    """
-    if n_frames < 1:
-        raise InputError(f"a chunk needs at least one frame, got {n_frames}")
-    return int(math.ceil(n_frames / 2)) - 1
-
-
-def network_order(n_frames: int) -> np.ndarray:
-    """(n,) ascending-row index of each network input slot: [middle, 0 … middle-1, middle+1 … n-1].
-
-    `rows_ascending[network_order(n)]` gives rows in the order fed to the network (the release's
-    `src_inds` relative to the chunk start); `ascending_order(n)` inverts it.
-    """
-    middle = reference_row(n_frames)
-    return np.array([middle] + [i for i in range(n_frames) if i != middle], dtype=np.int64)
-
-
-def ascending_order(n_frames: int) -> np.ndarray:
-    """(n,) network slot of each ascending row: `outputs_in_network_order[ascending_order(n)]`."""
-    return np.argsort(network_order(n_frames), kind="stable")
-
-
-# ---------------------------------------------------------------------------------------------
 # Quaternions (x, y, z, w).
+
+
+def _rotation_entries(x, y, z, w):
+    """The 9 row-major entries of the rotation of quaternion (x, y, z, w), any non-zero norm.
+
+    Plain arithmetic, so numpy arrays and torch tensors (with autograd) share this one formula."""
+    two_s = 2.0 / (x * x + y * y + z * z + w * w)
+    return [
+        1 - two_s * (y * y + z * z), two_s * (x * y - z * w), two_s * (x * z + y * w),
+        two_s * (x * y + z * w), 1 - two_s * (x * x + z * z), two_s * (y * z - x * w),
+        two_s * (x * z - y * w), two_s * (y * z + x * w), 1 - two_s * (x * x + y * y),
+    ]
 
 
 def quat_to_rotation(quat) -> np.ndarray:
     """(..., 4) quaternion (x, y, z, w), any non-zero norm → (..., 3, 3) rotation matrix."""
     q = as_numpy(quat)
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    two_s = 2.0 / np.sum(q * q, axis=-1)
-    m = np.stack(
-        [
-            1 - two_s * (y * y + z * z), two_s * (x * y - z * w), two_s * (x * z + y * w),
-            two_s * (x * y + z * w), 1 - two_s * (x * x + z * z), two_s * (y * z - x * w),
-            two_s * (x * z - y * w), two_s * (y * z + x * w), 1 - two_s * (x * x + y * y),
-        ],
-        axis=-1,
-    )
+    m = np.stack(_rotation_entries(*np.moveaxis(q, -1, 0)), axis=-1)
     return m.reshape(q.shape[:-1] + (3, 3))
 
 
@@ -134,6 +108,28 @@ def decode_pose_encoding(pose_enc, height: int, width: int) -> Tuple[np.ndarray,
     w2c[..., :3, 3] = enc[..., 0:3]
     w2c[..., 3, 3] = 1.0
     K = intrinsics_from_fov(enc[..., 7], enc[..., 8], height, width)
+    return w2c, K
+
+
+def decode_pose_encoding_torch(pose_enc, height: int, width: int):
+    """Differentiable twin of `decode_pose_encoding` for torch tensors (training, any device/dtype).
+
+    (..., 9) → (w2c (..., 4, 4), K (..., 3, 3)); the same formulas (`_rotation_entries`, the
+    FoV rule of `intrinsics_from_fov`), no input checks (it runs inside a training step)."""
+    import torch
+
+    t, q, fov = pose_enc[..., :3], pose_enc[..., 3:7], pose_enc[..., 7:9]
+    R = torch.stack(_rotation_entries(*q.unbind(-1)), dim=-1).reshape(q.shape[:-1] + (3, 3))
+    top = torch.cat([R, t[..., None]], dim=-1)
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, 3] = 1
+    w2c = torch.cat([top, bottom], dim=-2)
+    K = torch.zeros(pose_enc.shape[:-1] + (3, 3), dtype=pose_enc.dtype, device=pose_enc.device)
+    K[..., 0, 0] = width / 2.0 / torch.tan(fov[..., 1] / 2.0)
+    K[..., 1, 1] = height / 2.0 / torch.tan(fov[..., 0] / 2.0)
+    K[..., 0, 2] = width / 2.0
+    K[..., 1, 2] = height / 2.0
+    K[..., 2, 2] = 1.0
     return w2c, K
 
 

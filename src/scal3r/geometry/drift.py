@@ -27,7 +27,8 @@ from typing import Callable
 import numpy as np
 
 from scal3r.geometry.align import ChunkView, Sim3Fit
-from scal3r.geometry.camera import invert_rigid, reference_row
+from scal3r.chunks import reference_row
+from scal3r.geometry.camera import invert_rigid
 from scal3r.geometry.sim3 import hat, sim3_exp, sim3_inverse, sim3_log, sim3_matrix
 
 _STEP = 1e-4  # finite-difference step of the drift rate per row: k·step ≲ 1e-2 for chunks ≤ 200 rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -169,8 +169,23 @@ def from_release_layout(state: Mapping[str, Tensor], layout: str) -> Dict[str, T
     return out
 
 
-def save_state_dict(state: Mapping[str, Tensor], path: Union[str, Path], layout: str = "scal3r") -> None:
-    """Write atomically (temp file + rename): .safetensors by suffix, else torch.save."""
+def read_metadata(path: Union[str, Path]) -> Dict[str, str]:
+    """The string metadata of a .safetensors file ({} for other formats or none stored)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {_first_line(e)}") from e
+
+
+def save_state_dict(state: Mapping[str, Tensor], path: Union[str, Path], layout: str = "scal3r",
+                    metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write atomically (temp file + rename): .safetensors by suffix (with `metadata`), else torch.save."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in from_release_layout(state, layout).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +195,7 @@ def save_state_dict(state: Mapping[str, Tensor], path: Union[str, Path], layout:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(tensors, tmp)
+            save_file(tensors, tmp, metadata=dict(metadata) if metadata else None)
         else:
             torch.save(tensors, tmp)
         os.replace(tmp, path)

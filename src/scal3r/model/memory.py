@@ -58,6 +58,11 @@ class MemoryInputs(NamedTuple):
     lr2: Tensor
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """x in float32, or as it is when already float32 or wider (float64 gradient checks)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def swiglu(x: Tensor, weights: FastWeights) -> Tensor:
     """f_W(x) = (silu(x W0) ⊙ (x W2)) W1.   x: (bh, L, d) → (bh, L, d)."""
     return (F.silu(x @ weights.w0) * (x @ weights.w2)) @ weights.w1
@@ -84,15 +89,16 @@ def swiglu_gradient(k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor,
     )
 
 
-def newton_schulz5(grad: Tensor, steps: int) -> Tensor:
-    """Approximate orthogonalisation U S' Vᵀ (S' ≈ 1) of each matrix of (B, m, n), in bfloat16.
+def newton_schulz5(grad: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """Approximate orthogonalisation U S' Vᵀ (S' ≈ 1) of each matrix of (B, m, n), in `dtype`.
 
-    bf16 as in the release, so that released weights see the update they were trained with.
+    bf16 by default, as in the release, so that released weights see the update they were trained
+    with (a float64 `dtype` serves finite-difference checks of the training backward).
     Note `c * A @ A` is `(c·A)·A`: the release's evaluation order, kept for bit parity.
     """
     assert grad.ndim == 3
     a, b, c = _NS_COEFFS
-    x = grad.bfloat16()
+    x = grad.to(dtype)
     tall = grad.size(1) > grad.size(2)
     if tall:
         x = x.transpose(1, 2)
@@ -106,12 +112,16 @@ def newton_schulz5(grad: Tensor, steps: int) -> Tensor:
     return x
 
 
-def orthogonal_update(weights: FastWeights, grad: FastWeights, steps: int) -> FastWeights:
-    """W' = (W + NS5(g)) rescaled so every column keeps its pre-update L2 norm (over dim 1)."""
+def orthogonal_update(weights: FastWeights, grad: FastWeights, steps: int,
+                      dtype: torch.dtype = torch.bfloat16) -> FastWeights:
+    """W' = (W + NS5(g)) rescaled so every column keeps its pre-update L2 norm (over dim 1).
+
+    The kept norm is detached, as in the release: training sees the norm as a constant.
+    """
     out = []
     for w, g in zip(weights, grad):
         col_norm = w.detach().norm(dim=1, keepdim=True)
-        w_new = w + newton_schulz5(g, steps)
+        w_new = w + newton_schulz5(g, steps, dtype)
         out.append(w_new / (w_new.norm(dim=1, keepdim=True) + 1e-5) * col_norm)
     return FastWeights(*out)
 
@@ -135,6 +145,8 @@ class GlobalContextMemory(nn.Module):
         self.num_heads = cfg.num_heads
         self.head_dim = dim // cfg.num_heads
         self.steps = cfg.muon_update_steps
+        # Newton–Schulz precision: the release's bf16; tests of the training backward set float64.
+        self.update_dtype = torch.bfloat16
         self.use_modulation = cfg.use_modulation
         hidden = self.head_dim * cfg.inter_multi
 
@@ -171,7 +183,7 @@ class GlobalContextMemory(nn.Module):
     # -- the three operations ---------------------------------------------------------------------
     def project(self, tokens: Tensor, pos: Optional[Tensor], patch_start_idx: int) -> MemoryInputs:
         """q, k, v and step sizes of a chunk's patch tokens (fp32)."""
-        x = self._patch_tokens(tokens.float(), patch_start_idx)
+        x = self._patch_tokens(at_least_fp32(tokens), patch_start_idx)
         B, L, D = x.shape
         h, d = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).reshape(B, L, 3, h, d).permute(2, 0, 3, 1, 4)  # each (B, h, L, d)
@@ -180,7 +192,7 @@ class GlobalContextMemory(nn.Module):
             tables = self.rope.tables(self._patch_tokens(pos, patch_start_idx), d, q.dtype, q.device)
             q, k = self.rope.rotate(q, tables), self.rope.rotate(k, tables)
         q, k, v = (t.reshape(B * h, L, d) for t in (q, k, v))
-        lrs = F.softplus(self.lrs(x).float() + self.inv_base_lr)  # (B, L, 3h)
+        lrs = F.softplus(at_least_fp32(self.lrs(x)) + self.inv_base_lr)  # (B, L, 3h)
         lr0, lr1, lr2 = lrs.reshape(B, L, 3, h, 1).permute(2, 0, 3, 1, 4).reshape(3, B * h, L, 1)
         return MemoryInputs(q, k, v, lr0, lr1, lr2)
 
@@ -197,7 +209,7 @@ class GlobalContextMemory(nn.Module):
     def update(self, weights: Optional[FastWeights], summed_grad: FastWeights) -> FastWeights:
         """One orthogonalised step from `weights` (None = initial) along the summed gradient."""
         w = weights if weights is not None else self.initial_weights(summed_grad.w0.shape[0] // self.num_heads)
-        return orthogonal_update(w, summed_grad, self.steps)
+        return orthogonal_update(w, summed_grad, self.steps, self.update_dtype)
 
     def residual(self, tokens: Tensor, weights: FastWeights, pos: Optional[Tensor], patch_start_idx: int,
                  query: Optional[Tensor] = None) -> Tensor:

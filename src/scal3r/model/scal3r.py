@@ -1,22 +1,22 @@
 """The Scal3R network: aggregator with Global Context Memory + camera and DPT heads.
 
-Submodule names are the release checkpoint's prefixes (`agg_regator`, `cam_decoder`, `xyz_decoder`,
+The network is entered through the engine (`scal3r.engine.infer_chunks` for inference,
+`scal3r.engine.forward_chunks` for training), which runs it layer-synchronously over chunks; this
+module holds the layers and heads only. Submodule names are the release checkpoint's prefixes (`agg_regator`, `cam_decoder`, `xyz_decoder`,
 `dpt_decoder`), so `scal3r.pt` loads strictly without renaming.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from scal3r.config import ModelConfig
-from scal3r.errors import InputError
 from scal3r.model.aggregator import Aggregator
 from scal3r.model.heads import CameraHead, DPTHead
-from scal3r.progress import ProgressFn
 
 
 class Scal3R(nn.Module):
@@ -80,64 +80,3 @@ class Scal3R(nn.Module):
             "world_points": points[0].float().cpu(),
             "world_points_conf": points_conf[0].float().cpu(),
         }
-
-    def forward(self, images: Tensor) -> Dict[str, Tensor]:
-        """One chunk (S, 3, H, W) in [0, 1], first frame = reference; memory from its own gradient."""
-        from scal3r.engine.runner import run_chunks
-
-        if images.ndim == 5 and images.shape[0] == 1:
-            images = images[0]
-        out = run_chunks(self, images, [list(range(images.shape[0]))], sync=True)[0]
-        out.pop("frames")
-        return out
-
-    def infer_chunks(
-        self,
-        images: Tensor,
-        chunk_ranges: Sequence[Tuple[int, int]],
-        sync: bool = True,
-        *,
-        device: Optional[Union[str, torch.device]] = None,
-        dtype: Optional[torch.dtype] = None,
-        offload: Union[bool, str, Path] = False,
-        sum_order: str = "release",
-        progress: Optional[ProgressFn] = None,
-        trace: Optional[Dict[str, Tensor]] = None,
-    ) -> Optional[List[Dict[str, Tensor]]]:
-        """Multi-chunk inference with Global Context Synchronization.
-
-        images: (N, 3, H, W) float in [0, 1]; chunk_ranges: half-open (start, end) per chunk,
-        overlapping. Each chunk is fed middle frame first (its reference frame, as the release);
-        outputs come back with rows in ascending frame order. `sync=False` updates each chunk's
-        memory from its own gradient only (ablation). `dtype=torch.bfloat16` runs the transformer
-        under autocast (memory and heads stay float32). `offload=True` (or a directory) keeps the
-        per-layer chunk state in files instead of RAM, so memory stays bounded by about one chunk.
-        `sum_order` chooses how chunk gradients are summed ("release": the release's chunk order,
-        bit-identical for any number of ranks; "fp64": float64 all-reduce), see `scal3r.engine.sync`.
-
-        Called in every rank of an initialised torch.distributed process group, the chunks are
-        spread over the ranks and rank 0 returns all outputs (other ranks return None).
-        Returns per chunk: pose_enc (n, 9), depth (n, H, W, 1), depth_conf (n, H, W),
-        world_points (n, H, W, 3), world_points_conf (n, H, W), frames (n,) global indices.
-        """
-        from scal3r.engine.chunks import reference_first_order, validate_ranges
-        from scal3r.engine.runner import run_chunks
-        from scal3r.engine.state import DiskStore, MemoryStore
-
-        if not torch.is_tensor(images) or images.ndim != 4:
-            raise InputError("images must be a tensor of shape (N, 3, H, W)")
-        ranges = validate_ranges(chunk_ranges, images.shape[0])
-        fed = [reference_first_order(s, e) for s, e in ranges]
-        device = torch.device(device) if device else None
-        if offload:
-            store = DiskStore(None if offload is True else offload, device=device)
-        else:
-            store = MemoryStore(device)  # on a GPU, chunk state waits in host RAM between layers
-        outs = run_chunks(self, images, fed, sync=sync, sum_order=sum_order, store=store, device=device,
-                          dtype=dtype, progress=progress, trace=trace)
-        return None if outs is None else [_rows_ascending(o) for o in outs]
-
-
-def _rows_ascending(out: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    order = torch.argsort(out["frames"])
-    return {k: v[order] for k, v in out.items()}

@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from scal3r.chunks import rows_ascending
+
 # What `scal3r.geometry.assemble` reads with point_source="depth" (the release's backend).
 BACKEND_KEYS = ("pose_enc", "depth", "depth_conf")
 
@@ -32,14 +34,13 @@ class ChunkOutputStore:
     def write(self, b: int, out: Mapping) -> None:
         """out: a chunk's outputs with rows in feed order and "frames" (n,) the global frame of each
         row. Rows are stored sorted by frame; depth (n, H, W, 1) is stored as (n, H, W)."""
-        frames = _numpy(out["frames"]).astype(np.int64)
-        order = np.argsort(frames, kind="stable")
-        np.save(self._path(b, "frames"), frames[order])
+        rows = rows_ascending({k: _numpy(out[k]) for k in ("frames",) + self.keys})
+        np.save(self._path(b, "frames"), rows["frames"].astype(np.int64))
         for key in self.keys:
-            value = _numpy(out[key]).astype(np.float32, copy=False)
+            value = rows[key].astype(np.float32, copy=False)
             if key == "depth" and value.ndim == 4 and value.shape[-1] == 1:
                 value = value[..., 0]
-            np.save(self._path(b, key), np.ascontiguousarray(value[order]))
+            np.save(self._path(b, key), np.ascontiguousarray(value))
         self.written.append(b)
 
     def load(self, b: int) -> Dict[str, np.ndarray]:

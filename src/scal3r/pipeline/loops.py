@@ -76,11 +76,3 @@ def plan_loops(rgb8, chunk_ranges: Sequence[Tuple[int, int]], config: Optional[L
         if len(kept) >= max_loops:
             break
     return LoopPlan(kept, frames)
-
-
-def feed_order(frames: Sequence[int]) -> List[int]:
-    """A chunk's frames in network order: its middle frame first (the reference), then the rest
-    ascending — the rule `scal3r.engine.chunks.reference_first_order` applies to a range."""
-    frames = [int(f) for f in sorted(frames)]
-    middle = (len(frames) + 1) // 2 - 1
-    return [frames[middle]] + frames[:middle] + frames[middle + 1:]

@@ -213,12 +213,12 @@ def reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn] = None
 def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caught: List[str]) -> ReconstructResult:
     import torch
 
+    from scal3r.chunks import chunk_ranges, feed_order, reference_first_order
     from scal3r.data.frames import FrameOptions, open_frames
-    from scal3r.engine.chunks import chunk_ranges, reference_first_order
     from scal3r.engine.runner import run_chunks
     from scal3r.geometry import BackendConfig, FusionConfig, assemble, fuse_reconstruction
     from scal3r.pipeline.groundtruth import evaluate, load_ground_truth
-    from scal3r.pipeline.loops import LoopPlan, feed_order, loop_config, plan_loops
+    from scal3r.pipeline.loops import LoopPlan, loop_config, plan_loops
 
     from scal3r.engine.distributed import is_main_process
 

@@ -1,0 +1,106 @@
+"""Training losses (VGGT's recipe, written for chunked sequences; design.md §4b).
+
+Per chunk, in the chunk's reference frame (the first frame fed), with ground truth divided by one
+scale per chunk (the mean distance of its valid points to the origin), predictions not normalised
+(the network learns to predict in that normalised frame, as VGGT):
+
+    camera  Σ_iterations γ^(n−1−i) · (|Δt|₁ + |Δq|₁ + ½|Δfov|₁) / n        pose encoding, L1
+    depth   mean_valid(c·|d̂ − d| − α log c) + mean_scales(c·|∇(d̂ − d)|)
+    points  mean_valid(c·‖x̂ − x‖ − α log c) + mean_scales(c·|∇(x̂ − x)|)
+    total   λ_cam · camera + depth + points
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LossConfig:
+    # VGGT's training config: camera weighted above the dense terms; here pose errors also drive
+    # the trajectory error the project is judged on.
+    camera_weight: float = 5.0
+    # Later refinement iterations of the camera head count more (VGGT: 0.6).
+    iteration_gamma: float = 0.6
+    trans_weight: float = 1.0
+    rot_weight: float = 1.0
+    fov_weight: float = 0.5
+    # Confidence regulariser α in c·err − α log c (VGGT: 0.2): larger α keeps confidence lower.
+    conf_alpha: float = 0.2
+    # Gradient (edge) term on 3 scales, as VGGT's "grad" loss.
+    gradient_scales: int = 3
+    # Translation residuals are clamped (VGGT: 100, in normalised units) so one broken frame
+    # cannot dominate a step.
+    trans_clamp: float = 100.0
+
+
+def camera_loss(pose_enc_list: Tensor, gt_pose_enc: Tensor, cfg: LossConfig) -> Dict[str, Tensor]:
+    """pose_enc_list (iterations, S, 9), gt_pose_enc (S, 9) → {"camera", "cam_t", "cam_r", "cam_fov"}."""
+    n = pose_enc_list.shape[0]
+    total_t = total_r = total_f = pose_enc_list.new_zeros(())
+    for i in range(n):
+        w = cfg.iteration_gamma ** (n - 1 - i)
+        diff = (pose_enc_list[i] - gt_pose_enc).abs()
+        total_t = total_t + w * diff[:, :3].clamp(max=cfg.trans_clamp).mean()
+        total_r = total_r + w * diff[:, 3:7].mean()
+        total_f = total_f + w * diff[:, 7:].mean()
+    t, r, f = total_t / n, total_r / n, total_f / n
+    return {"camera": cfg.trans_weight * t + cfg.rot_weight * r + cfg.fov_weight * f, "cam_t": t, "cam_r": r, "cam_fov": f}
+
+
+def _gradient_term(residual: Tensor, mask: Tensor, conf: Tensor, scales: int) -> Tensor:
+    """Mean over scales of c·|∂residual| along rows and columns where both pixels are valid.
+
+    residual (S, H, W, C), mask (S, H, W) bool, conf (S, H, W)."""
+    total = residual.new_zeros(())
+    used = 0
+    for s in range(scales):
+        step = 2 ** s
+        r, m, c = residual[:, ::step, ::step], mask[:, ::step, ::step], conf[:, ::step, ::step]
+        terms = []
+        for dim in (1, 2):
+            n = r.shape[dim]
+            if n < 2:
+                continue
+            d = (r.narrow(dim, 1, n - 1) - r.narrow(dim, 0, n - 1)).abs().sum(-1)
+            both = m.narrow(dim, 1, n - 1) & m.narrow(dim, 0, n - 1)
+            cc = 0.5 * (c.narrow(dim, 1, n - 1) + c.narrow(dim, 0, n - 1))
+            if both.any():
+                terms.append((cc * d)[both].mean())
+        if terms:
+            total = total + sum(terms) / len(terms)
+            used += 1
+    return total / max(used, 1)
+
+
+def regression_loss(pred: Tensor, conf: Tensor, gt: Tensor, mask: Tensor, cfg: LossConfig) -> Dict[str, Tensor]:
+    """Confidence-weighted regression: pred, gt (S, H, W, C), conf (S, H, W), mask (S, H, W) bool.
+
+    Returns {"conf": mean c·err − α log c, "grad": the gradient term, "reg": mean err (for logs)}.
+    """
+    if not mask.any():
+        zero = (pred * 0).sum() + (conf * 0).sum()
+        return {"conf": zero, "grad": zero, "reg": zero.detach()}
+    err = (pred - gt).norm(dim=-1)  # (S, H, W)
+    c = conf[mask]
+    conf_term = (c * err[mask] - cfg.conf_alpha * torch.log(c)).mean()
+    grad_term = _gradient_term(pred - gt, mask, conf, cfg.gradient_scales)
+    return {"conf": conf_term, "grad": grad_term, "reg": err[mask].mean().detach()}
+
+
+def chunk_loss(out: Mapping[str, Tensor], gt: Mapping[str, Tensor], cfg: LossConfig) -> Dict[str, Tensor]:
+    """All terms for one chunk. `out`: `scal3r.engine.differentiable.forward_chunks` outputs;
+    `gt`: "pose_enc" (S, 9), "depth" (S, H, W), "world_points" (S, H, W, 3), "valid" (S, H, W)
+    (normalised, reference frame; see `scal3r.train.data.chunk_targets`). "total" is the objective."""
+    cam = camera_loss(out["pose_enc_list"], gt["pose_enc"], cfg)
+    depth = regression_loss(out["depth"], out["depth_conf"], gt["depth"][..., None], gt["valid"], cfg)
+    points = regression_loss(out["world_points"], out["world_points_conf"], gt["world_points"], gt["valid"], cfg)
+    total = cfg.camera_weight * cam["camera"] + depth["conf"] + depth["grad"] + points["conf"] + points["grad"]
+    terms = {"total": total, **cam}
+    terms.update({f"depth_{k}": v for k, v in depth.items()})
+    terms.update({f"points_{k}": v for k, v in points.items()})
+    return terms
