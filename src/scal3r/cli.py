@@ -8,6 +8,7 @@ and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Optional, Sequence
@@ -229,8 +230,9 @@ def _add_frame_options(p) -> None:
 
 def _add_model_options(p, preset_default: Optional[str]) -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="checkpoint: the official scal3r.pt, VGGT-1B, or ours")
-    p.add_argument("--preset", default=preset_default, help="model size: official, small, tiny, vggt "
-                   f"(default: {preset_default or 'official with --weights, else small'})")
+    p.add_argument("--preset", default=preset_default,
+                   help="model size: compact, official, small, tiny, vggt (default: the configuration stored in "
+                        "--weights, else official with --weights; without --weights the bundled trained model)")
     p.add_argument("--config", default=None, metavar="PATH", help="release-style model config (YAML/JSON with model_cfg.sampler_cfg)")
     p.add_argument("--resolution", type=int, default=None, metavar="PX",
                    help="network input width in pixels (default: the model's, 518 for the official model)")
@@ -244,10 +246,13 @@ def _add_model_options(p, preset_default: Optional[str]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
 
-def _add_chunk_options(p, block: int, overlap: int) -> None:
-    p.add_argument("--block-size", type=int, default=block, metavar="N", help=f"frames per chunk (default {block})")
-    p.add_argument("--overlap", type=int, default=overlap, metavar="N",
-                   help=f"frames shared by consecutive chunks (default {overlap})")
+def _add_chunk_options(p) -> None:
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="frames per chunk (default: what the weights were trained for, else 60)")
+    p.add_argument("--overlap", type=int, default=None, metavar="N",
+                   help="frames shared by consecutive chunks (default: likewise, else 30)")
+    p.add_argument("--no-sync", dest="sync", action="store_false", default=True,
+                   help="each chunk updates its memory from its own gradient only (the paper's ablation)")
     p.add_argument("--loop", dest="loop", action="store_true", default=True, help="detect and close loops (default)")
     p.add_argument("--no-loop", dest="loop", action="store_false", help="no loop detection")
 
@@ -260,8 +265,8 @@ def _add_reconstruct(sub) -> None:
                                    "summary.json. DIR is written atomically.")
     p.add_argument("input", help="image folder, video file (mp4/mov/avi/mkv) or text file of image paths")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
-    _add_model_options(p, "official")
-    _add_chunk_options(p, 60, 30)
+    _add_model_options(p, None)
+    _add_chunk_options(p)
     _add_frame_options(p)
     p.add_argument("--gt", default=None, metavar="PATH", help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
     p.set_defaults(func=_run_reconstruct)
@@ -271,7 +276,8 @@ def _reconstruct_config(args, **overrides):
     from scal3r.pipeline import ReconstructConfig
 
     values = dict(input=getattr(args, "input", None), out=args.out, weights=args.weights, preset=args.preset,
-                  model_config=args.config, block_size=args.block_size, overlap=args.overlap, loop=args.loop,
+                  model_config=args.config, block_size=args.block_size, overlap=args.overlap, sync=args.sync,
+                  loop=args.loop,
                   device=args.device, dtype=args.dtype, resolution=args.resolution, offload=args.offload,
                   seed=args.seed, stride=getattr(args, "stride", 1), fps=getattr(args, "fps", None),
                   max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),
@@ -296,7 +302,11 @@ def _reconstruct_with_terminal(config, quiet: bool):
     import warnings
 
     from scal3r.pipeline import reconstruct
+    from scal3r.pipeline.run import resolve_model
 
+    note = resolve_model(config).note  # which model runs, said once before the run
+    if note and not quiet:
+        print(f"scal3r: {note}", file=sys.stderr)
     progress = TerminalProgress(quiet=quiet)
     lines = _WarningLines(progress)
     with warnings.catch_warnings():
@@ -341,18 +351,20 @@ def _run_reconstruct(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="render a synthetic city drive with a loop, reconstruct it, and evaluate",
                        description="Render a synthetic city drive that closes a loop (with exact ground truth), "
-                                   "reconstruct it and compare with the ground truth. Without --weights the model "
-                                   "has random weights: this checks the installation end to end, but its geometry "
-                                   "is meaningless.")
+                                   "reconstruct it and compare with the ground truth. Without --weights it runs the "
+                                   "bundled model (trained here on synthetic worlds of seeds below 100000; the "
+                                   "default --seed 100000 is a world it never saw).")
     p.add_argument("--frames", type=int, default=240, help="frames of the synthetic drive")
     p.add_argument("--out", default="scal3r-demo", metavar="DIR", help="output folder (world/ and reconstruction/ inside)")
     _add_model_options(p, None)
-    _add_chunk_options(p, 60, 30)
-    p.set_defaults(func=_run_demo)
+    _add_chunk_options(p)
+    p.set_defaults(func=_run_demo, seed=DEMO_SEED)
 
 
-# Without trained weights the demo runs a small random network at a low resolution, so that it
-# finishes in a few minutes on 2 CPU cores; with --weights, the official model at 518 pixels.
+# Evaluation worlds use seeds ≥ 100 000: the bundled model was trained on seeds below it.
+DEMO_SEED = 100_000
+# Without any trained weights (no bundled model, no --weights) the demo runs a small random
+# network at a low resolution, so that it still finishes in a few minutes on 2 CPU cores.
 DEMO_UNTRAINED = {"preset": "small", "resolution": 224}
 
 
@@ -361,30 +373,33 @@ def _run_demo(args) -> int:
 
     from scal3r.data.synthetic import SynthConfig, generate
     from scal3r.errors import InputError
+    from scal3r.pipeline.run import resolve_model
 
     root = Path(args.out).expanduser()
     if root.exists() and not args.overwrite:
         raise InputError(f"output directory {root} already exists (choose another --out or pass --overwrite)")
     if args.frames < 60:
         raise InputError(f"--frames must be at least 60 for a drive that closes a loop, got {args.frames}")
-    trained = bool(args.weights)
-    preset = args.preset or ("official" if trained else DEMO_UNTRAINED["preset"])
-    resolution = args.resolution or (None if trained else DEMO_UNTRAINED["resolution"])
+    config = _reconstruct_config(args, input="", out=str(root / "reconstruction"))
+    resolved = resolve_model(config)
+    if resolved.weights is None and not args.preset:
+        config = _reconstruct_config(args, input="", out=config.out, preset=DEMO_UNTRAINED["preset"],
+                                     resolution=args.resolution or DEMO_UNTRAINED["resolution"])
+        resolved = resolve_model(config)
+    trained = resolved.weights is not None
     if not trained:
-        print(f"scal3r demo: {UNTRAINED}.", file=sys.stderr)
-        print("scal3r demo: no trained weights are bundled yet; the demo exercises the whole pipeline "
-              f"(preset {preset}, {resolution} px) and reports metrics that mean nothing.", file=sys.stderr)
+        print(f"scal3r demo: {UNTRAINED}; the demo exercises the whole pipeline (preset "
+              f"{config.preset}, {resolved.resolution} px) and reports metrics that mean nothing.", file=sys.stderr)
     t0 = time.perf_counter()
     world = root / "world"
-    # Frames rendered at the network size: the reconstruction then needs no resize.
-    width = resolution or 518
+    # Frames rendered at the network size (KITTI-like aspect): the reconstruction needs no resize.
+    width = resolved.resolution
     height = max(14, int(round(width * 294 / 518 / 14)) * 14)
     synth = SynthConfig.preset("city", frames=args.frames, seed=args.seed, trajectory="loop", width=width, height=height)
     generate(synth, world, overwrite=args.overwrite, progress=TerminalProgress(quiet=args.quiet))
-    print(f"rendered {args.frames} frames of a synthetic city loop ({width}×{height}) in "
+    print(f"rendered {args.frames} frames of a synthetic city loop (seed {args.seed}, {width}×{height}) in "
           f"{time.perf_counter() - t0:.1f}s → {world}")
-    config = _reconstruct_config(args, input=str(world / "images"), out=str(root / "reconstruction"), preset=preset,
-                                 resolution=resolution, gt=str(world))
+    config = dataclasses.replace(config, input=str(world / "images"), gt=str(world))
     result = _reconstruct_with_terminal(config, args.quiet)
     _print_result(result)
     print(f"demo finished in {time.perf_counter() - t0:.1f}s.")
@@ -441,6 +456,8 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (ours, official Scal3R or VGGT)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, exactly")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop (with a checkpoint) after N more steps; the schedule still spans --steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample sequence (step s draws from (seed, s))")
     p.add_argument("--max-chunks", type=int, default=None, help="K is drawn per step from 1..this")
     p.add_argument("--block-size", type=int, default=None, help="frames per training chunk")
@@ -504,10 +521,10 @@ def _run_train(args) -> int:
         trainer = Trainer(cfg, args.out, data_folder=None if args.data == "synthetic" else args.data, init=args.init,
                           resume=args.resume, resume_steps=args.steps, device=str(device_obj or device), dtype=None if dtype == torch.float32 else dtype,
                           progress=TerminalProgress(quiet=args.quiet or not main))
-        if main:
+        if main and not args.quiet:
             print(f"scal3r train: preset {trainer.cfg.preset}, {sum(p.numel() for p in trainer.model.parameters()):,} "
                   f"parameters, steps {trainer.step} → {trainer.cfg.steps}, out {args.out}", file=sys.stderr)
-        out = trainer.run()
+        out = trainer.run(stop_after=args.stop_after)
     finally:
         shutdown()
     if main:

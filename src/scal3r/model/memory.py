@@ -112,6 +112,12 @@ def newton_schulz5(grad: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16
     return x
 
 
+def kept_norm(w: Tensor) -> Tensor:
+    """Per-column L2 norm (over dim 1) the update restores, under stop-gradient as in the release:
+    training treats it as a constant (so does the finite-difference test, by holding it fixed)."""
+    return w.detach().norm(dim=1, keepdim=True)
+
+
 def orthogonal_update(weights: FastWeights, grad: FastWeights, steps: int,
                       dtype: torch.dtype = torch.bfloat16) -> FastWeights:
     """W' = (W + NS5(g)) rescaled so every column keeps its pre-update L2 norm (over dim 1).
@@ -120,7 +126,7 @@ def orthogonal_update(weights: FastWeights, grad: FastWeights, steps: int,
     """
     out = []
     for w, g in zip(weights, grad):
-        col_norm = w.detach().norm(dim=1, keepdim=True)
+        col_norm = kept_norm(w)
         w_new = w + newton_schulz5(g, steps, dtype)
         out.append(w_new / (w_new.norm(dim=1, keepdim=True) + 1e-5) * col_norm)
     return FastWeights(*out)

@@ -34,10 +34,11 @@ class ReconstructConfig:
     input: str
     out: str
     weights: Optional[str] = None
-    preset: str = "official"
+    preset: Optional[str] = None
     model_config: Optional[str] = None
-    block_size: int = 60
-    overlap: int = 30
+    block_size: Optional[int] = None  # None: what the weights were trained for, else the release's 60
+    overlap: Optional[int] = None  # None: likewise, else 30
+    sync: bool = True  # memory gradients summed over all chunks (GCS); False: each chunk alone (ablation)
     loop: bool = True
     device: str = "auto"
     dtype: str = "auto"
@@ -73,9 +74,11 @@ class ReconstructConfig:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)} "
                              "(fp16 is not supported: the memory update needs bf16's range)")
-        if self.block_size < 2:
+        if self.block_size is not None and self.block_size < 2:
             raise InputError(f"--block-size must be at least 2, got {self.block_size}")
-        if not 0 < self.overlap < self.block_size:
+        if self.overlap is not None and self.overlap < 1:
+            raise InputError(f"--overlap must be at least 1, got {self.overlap}")
+        if self.block_size is not None and self.overlap is not None and not 0 < self.overlap < self.block_size:
             raise InputError(f"--overlap must be in [1, block size), got {self.overlap} with block size "
                              f"{self.block_size} (consecutive chunks must share frames to be aligned)")
         if self.resolution is not None and self.resolution < 14:

@@ -90,31 +90,78 @@ def load_release_config(path) -> Dict[str, Any]:
     return cfg
 
 
-def model_config(config: ReconstructConfig):
-    """The network's `ModelConfig` from `--config` (release YAML/JSON) or `--preset` (cheap: no weights)."""
+@dataclass
+class ResolvedModel:
+    """Which network a run uses, and the settings it implies when the user gave none.
+
+    weights: the file to load (None: random weights); source: "given", "bundled" or "random";
+    block_size / overlap / resolution: the user's, else what the weights file was trained for,
+    else the release's 60 / 30 / the model's img_size."""
+
+    config: Any
+    weights: Optional[Path]
+    source: str
+    block_size: int
+    overlap: int
+    resolution: int
+    note: Optional[str] = None
+
+
+# The release's chunking: what the official weights were trained and evaluated with.
+RELEASE_BLOCK, RELEASE_OVERLAP = 60, 30
+
+
+def resolve_model(config: ReconstructConfig) -> ResolvedModel:
+    """--weights / --preset / --config / the bundled model → ResolvedModel (cheap: no weights loaded).
+
+    No --weights, --preset or --config: the bundled model (`scal3r.model.bundled`). --weights with
+    a file that stores its configuration (ours): that configuration unless --preset/--config is
+    given; other files (the official scal3r.pt, VGGT): --preset, default official."""
     from scal3r.config import ModelConfig
+    from scal3r.model.bundled import bundled_available, bundled_path, read_stored_model
 
+    weights = Path(config.weights).expanduser() if config.weights else None
+    if weights is not None:
+        if weights.is_dir():
+            raise InputError(f"--weights {weights}: is a directory, not a checkpoint file")
+        if not weights.is_file():
+            raise InputError(f"--weights {weights}: no such file")
+    source, note = ("given" if weights else "random"), None
+    if weights is None and not config.preset and not config.model_config:
+        if bundled_available():
+            weights, source = bundled_path(), "bundled"
+            note = f"using the bundled model {weights.name} (trained here on synthetic worlds; see models/README.md)"
+        else:
+            note = f"the bundled model {bundled_path()} is missing; running random weights"
+    stored = read_stored_model(weights) if weights is not None else None
     if config.model_config:
-        return ModelConfig.from_release(load_release_config(config.model_config))
-    return ModelConfig.preset(config.preset)
+        model_cfg = ModelConfig.from_release(load_release_config(config.model_config))
+    elif config.preset:
+        model_cfg = ModelConfig.preset(config.preset)
+    elif stored is not None and stored.config is not None:
+        model_cfg = stored.config
+    else:
+        model_cfg = ModelConfig.preset("official" if weights is not None else "small")
+    trained_for = stored.inference if stored is not None and stored.config is not None else {}
+    block = config.block_size or int(trained_for.get("block_size", RELEASE_BLOCK))
+    overlap = config.overlap or int(trained_for.get("overlap", RELEASE_OVERLAP))
+    if config.block_size and not config.overlap:
+        overlap = min(overlap, block // 2)  # a user block size with the default overlap ratio
+    resolution = config.resolution or int(trained_for.get("resolution", model_cfg.aggregator.img_size))
+    return ResolvedModel(model_cfg, weights, source, block, overlap, resolution, note)
 
 
-def build_model(config: ReconstructConfig, model_cfg=None):
+def build_model(resolved: ResolvedModel):
     """→ (model on CPU in eval mode, notes for the user, trained?). Raises CheckpointError when
-    `config.weights` does not fit the model."""
+    the weights do not fit the model."""
     from scal3r import Scal3R
 
-    model = Scal3R(model_cfg if model_cfg is not None else model_config(config))
+    model = Scal3R(resolved.config)
     notes: List[str] = []
-    trained = False
-    if config.weights:
-        path = Path(config.weights).expanduser()
-        if not path.is_file():
-            raise InputError(f"--weights {path}: no such file")
-        notes += model.load_checkpoint(path)
-        trained = True
+    if resolved.weights is not None:
+        notes += model.load_checkpoint(resolved.weights)
     model.eval()
-    return model, notes, trained
+    return model, notes, resolved.weights is not None
 
 
 # --- frames ----------------------------------------------------------------------------------
@@ -239,14 +286,14 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
     monitor = StageMonitor()
 
     # Cheap checks first (input headers, then the checkpoint), so that bad input fails at once.
-    model_cfg = model_config(config)
-    agg_cfg = model_cfg.aggregator
-    resolution = config.resolution or agg_cfg.img_size
+    resolved = resolve_model(config)
+    agg_cfg = resolved.config.aggregator
+    resolution = resolved.resolution
     options = FrameOptions(resolution=resolution, align=agg_cfg.patch_size, stride=config.stride, fps=config.fps,
                            max_frames=config.max_frames, strict=config.strict)
     source = open_frames(config.input, options)
     with monitor.stage("model"):
-        model, notes, trained = build_model(config, model_cfg)
+        model, notes, trained = build_model(resolved)
         model.to(rank_device)
 
     with (out if main else _scratch_directory()) as tmp:
@@ -259,7 +306,9 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         n = len(frames)
         monitor.set_items("decode", n)
         H, W = frames.size
-        ranges = chunk_ranges(n, config.block_size, config.overlap)
+        if not 0 < resolved.overlap < resolved.block_size:
+            raise InputError(f"overlap {resolved.overlap} must be in [1, block size {resolved.block_size})")
+        ranges = chunk_ranges(n, resolved.block_size, resolved.overlap)
 
         plan = LoopPlan([], [])
         if config.loop:
@@ -278,7 +327,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             # Inside the temporary output: removed with it on failure, so nothing to keep.
             state = DiskStore(work / "state", keep_on_failure=False)
         with monitor.stage("network", items=len(chunks)):
-            run_chunks(model, frames.rgb8, chunks, sync=True, store=state, device=rank_device, dtype=dtype,
+            run_chunks(model, frames.rgb8, chunks, sync=config.sync, store=state, device=rank_device, dtype=dtype,
                        progress=progress, on_output=store.write)
         del model
         if not main:  # this rank's chunks went to rank 0
@@ -335,7 +384,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
 
         shutil.rmtree(work)
         accepted = sum(1 for r in rec.loops if r.accepted)
-        summary = _summary(config, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained,
+        summary = _summary(config, resolved, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained,
                            resolution, caught, loop_edges, real_times, n_chunks_run=len(chunks))
         if evaluation is not None:
             summary["metrics"] = evaluation.metrics
@@ -454,7 +503,7 @@ def _device_info(device: str, dtype) -> Dict[str, Any]:
     return info
 
 
-def _summary(config, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained, resolution,
+def _summary(config, resolved, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained, resolution,
              caught, loop_edges, real_times, n_chunks_run) -> Dict[str, Any]:
     H, W = frames.size
     return {
@@ -484,7 +533,9 @@ def _summary(config, device, dtype, source, frames, ranges, plan, rec, cloud, mo
         "points": int(cloud.points.shape[0]),
         "voxel_size": cloud.voxel_size,
         "model": {"preset": None if config.model_config else config.preset, "config": config.model_config,
-                  "weights": config.weights, "trained": trained, "notes": notes},
+                  "weights": str(resolved.weights) if resolved.weights else None, "source": resolved.source,
+                  "sync": bool(config.sync), "block_size": resolved.block_size, "overlap": resolved.overlap,
+                  "trained": trained, "notes": notes},
         "device": _device_info(device, dtype),
         "versions": _versions(),
         "settings": config.to_dict(),

@@ -137,6 +137,7 @@ class Trainer:
         self.model_config.gradient_checkpointing = cfg.activation_checkpointing
         if not cfg.memory:
             self.model_config.aggregator.memory_layers = ()
+        torch.manual_seed(cfg.seed)  # the initial weights are part of the run's recipe
         self.model = Scal3R(self.model_config).to(self.device)
         if init and state is None:
             for note in self.model.load_checkpoint(init):
@@ -151,6 +152,9 @@ class Trainer:
         if not groups:
             raise InputError("every parameter is frozen; nothing to train")
         self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+        if cfg.data.max_chunks < self.world:
+            raise InputError(f"{self.world} ranks need at least as many chunks per step; max_chunks is "
+                             f"{cfg.data.max_chunks}")
         self.data = FolderDataset(data_folder, cfg.data) if data_folder else SyntheticStream(cfg.data)
         self.step = 0
         if state is not None:
@@ -165,10 +169,14 @@ class Trainer:
         """The sequence, chunk count and per-chunk frame lists (fed order) of `step`."""
         d = self.cfg.data
         rng = np.random.default_rng([self.cfg.seed, step])
-        n_chunks = int(rng.integers(1, d.max_chunks + 1))
+        # Every rank holds at least one chunk (the same draw on every rank).
+        n_chunks = max(int(rng.integers(1, d.max_chunks + 1)), self.world)
         seq = self.data.sample(rng, d.frames_for(n_chunks))
         if len(seq) < d.frames_for(n_chunks):  # a short sequence on disk: as many chunks as fit
             n_chunks = max(1, (len(seq) - d.overlap) // (d.block_size - d.overlap))
+            if n_chunks < self.world:  # the same on every rank, so all stop together
+                raise InputError(f"{seq.name}: {len(seq)} frames make {n_chunks} chunks, fewer than the "
+                                 f"{self.world} ranks")
         ranges = chunk_ranges(d.frames_for(n_chunks), d.block_size, d.overlap)
         fed = [reference_first_order(s, e) for s, e in ranges]
         return seq, fed
@@ -178,18 +186,16 @@ class Trainer:
 
         return rank_chunks(n, self.rank, self.world)
 
-    def train_step(self) -> Dict[str, float]:
-        """One optimisation step; returns the logged figures."""
+    def forward_backward(self):
+        """Loss and slow-weight gradients (summed over ranks) of the current step's sample.
+
+        Returns (summed loss terms of this rank's chunks, number of chunks, the sequence)."""
         from scal3r.engine.differentiable import forward_chunks
 
-        t0 = time.perf_counter()
         cfg = self.cfg
         seq, fed = self._sample(self.step)
         mine = self._local_chunks(len(fed))
         targets = [chunk_targets(seq, fed[b], cfg.data.max_depth) for b in mine]
-        factor = lr_factor(self.step, cfg)
-        for g in self.optimizer.param_groups:
-            g["lr"] = g["base_lr"] * factor
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms_sum: Dict[str, torch.Tensor] = {}
@@ -204,19 +210,29 @@ class Trainer:
                 for k, v in terms.items():
                     terms_sum[k] = terms_sum.get(k, 0.0) + v.detach().float()
             (loss / len(fed)).backward()
-        elif self.distributed and cfg.sync:
-            raise InputError(f"rank {self.rank} has no chunk of this step; use at most "
-                             f"{cfg.data.max_chunks} ranks (one chunk each at least)")
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if self.distributed:
-            self._all_reduce_grads(params)
+            self._all_reduce_grads(self._params())
+        return terms_sum, len(fed), seq
+
+    def _params(self) -> List[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def train_step(self) -> Dict[str, float]:
+        """One optimisation step; returns the logged figures."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        factor = lr_factor(self.step, cfg)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        terms_sum, n_chunks, seq = self.forward_backward()
+        params = self._params()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad))
         if not math.isfinite(grad_norm):
             raise InputError(f"step {self.step}: non-finite gradient norm (diverged); lower the learning rate")
         self.optimizer.step()
-        figures = self._reduce_terms(terms_sum, len(fed))
+        figures = self._reduce_terms(terms_sum, n_chunks)
         figures.update(step=self.step, lr_memory=cfg.lr_memory * factor, lr_rest=cfg.lr_rest * factor,
-                       grad_norm=grad_norm, chunks=len(fed), frames=len(seq),
+                       grad_norm=grad_norm, chunks=n_chunks, frames=len(seq),
                        seconds=time.perf_counter() - t0, sample=seq.name)
         self.step += 1
         return figures
@@ -245,16 +261,18 @@ class Trainer:
         return out
 
     # -- the run ----------------------------------------------------------------------------------
-    def run(self) -> Path:
-        """Train until `cfg.steps`, checkpointing every `checkpoint_every` steps and at the end."""
+    def run(self, stop_after: Optional[int] = None) -> Path:
+        """Train until `cfg.steps` (or `stop_after` more steps, a time slot: the schedule still
+        spans `cfg.steps`), checkpointing every `checkpoint_every` steps and when stopping."""
         self.out.mkdir(parents=True, exist_ok=True)
         log_path = self.out / "log.csv"
         if self.rank == 0:
             self._trim_log(log_path)
             self._open_tensorboard()
         start = self.step
+        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, start + stop_after)
         t_start = time.perf_counter()
-        while self.step < self.cfg.steps:
+        while self.step < end:
             figures = self.train_step()
             if self.rank == 0:
                 self._append_log(log_path, figures)
@@ -264,7 +282,7 @@ class Trainer:
             rate = (self.step - start) / max(time.perf_counter() - t_start, 1e-9)
             report(self.progress, f"train · loss {figures['loss']:.3f}, {rate:.3f} steps/s, "
                                   f"{figures['frames'] / figures['seconds']:.1f} frames/s", self.step, self.cfg.steps)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == end:
                 self.save()
         if self.step == start:
             self.save()
