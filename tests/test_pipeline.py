@@ -2,6 +2,7 @@
 pass, streamed chunk outputs, offload, bf16, release configs, and the `scal3r demo` command."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,25 @@ def test_plan_loops_leaves_out_pairs_a_chunk_already_holds(monkeypatch):
     assert [(c.frame_a, c.frame_b) for c in plan.candidates] == [(5, 150)]
     f = plan.frames[0]
     assert f.min() < 60 and f.max() >= 150
+
+
+def test_stage_peaks_are_sampled_and_leave_the_process_peak_alone():
+    """A 400 MiB burst in one stage shows in that stage's figure, not in the next stage's, and the
+    kernel's high-water mark (what ru_maxrss, /usr/bin/time and schedulers read) still holds it."""
+    import resource
+
+    from scal3r.pipeline.monitor import StageMonitor, current_rss_mib
+
+    monitor = StageMonitor()
+    base = current_rss_mib()
+    with monitor.stage("burst"):
+        block = np.ones(400 * 2**20 // 8)  # touched: resident
+        time.sleep(0.3)
+        del block
+    with monitor.stage("quiet"):
+        time.sleep(0.2)
+    stages = monitor.to_dict()
+    assert stages["burst"]["peak_rss_mib"] >= base + 350
+    assert stages["quiet"]["peak_rss_mib"] < stages["burst"]["peak_rss_mib"] - 300
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 >= stages["burst"]["peak_rss_mib"] - 1
+    assert monitor.peak_rss_mib >= stages["burst"]["peak_rss_mib"]

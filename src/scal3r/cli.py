@@ -517,15 +517,24 @@ def _run_train(args) -> int:
     cfg.data.validate()
     device_obj = init_from_env("cuda" if device == "cuda" else "cpu")
     main = is_main_process()
+    progress = TerminalProgress(quiet=args.quiet or not main)
     try:
         trainer = Trainer(cfg, args.out, data_folder=None if args.data == "synthetic" else args.data, init=args.init,
                           resume=args.resume, resume_steps=args.steps, device=str(device_obj or device), dtype=None if dtype == torch.float32 else dtype,
-                          progress=TerminalProgress(quiet=args.quiet or not main))
+                          progress=progress)
         if main and not args.quiet:
             print(f"scal3r train: preset {trainer.cfg.preset}, {sum(p.numel() for p in trainer.model.parameters()):,} "
                   f"parameters, steps {trainer.step} → {trainer.cfg.steps}, out {args.out}", file=sys.stderr)
-        out = trainer.run(stop_after=args.stop_after)
+        try:
+            out = trainer.run(stop_after=args.stop_after)
+        except KeyboardInterrupt as e:
+            progress.interrupt()
+            step = trainer.saved_step
+            e.resume_hint = (f"the last checkpoint (step {step}) is in {args.out}; continue with the same command "
+                             "and --resume" if step is not None else f"no checkpoint was written to {args.out} yet")
+            raise
     finally:
+        progress.interrupt()
         shutdown()
     if main:
         print(f"trained to step {trainer.step}: weights {out / 'model.safetensors'}, log {out / 'log.csv'}, "
@@ -546,20 +555,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP turned into the same unwinding as Ctrl-C (temporary outputs removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def _catch_termination() -> None:
+    """What `timeout`, SLURM, Kubernetes and systemd send (SIGTERM) and a closed terminal (SIGHUP)
+    unwind like Ctrl-C: every `finally` and atomic-output cleanup runs, then exit 128 + signal.
+    Python runs the handler between bytecodes, so a long torch kernel finishes first (seconds)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _catch_termination()
     try:
         return int(args.func(args) or 0)
     except Scal3RError as e:
         print(f"scal3r: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("scal3r: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Terminated) else int(signal.SIGINT)
+        hint = getattr(e, "resume_hint", None) or "nothing written"
+        print(f"scal3r: interrupted by {signal.Signals(signum).name}; {hint}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

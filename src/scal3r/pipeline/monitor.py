@@ -1,9 +1,12 @@
 """Time and peak memory per pipeline stage, for `summary.json`.
 
-Peak host memory per stage: on Linux, writing "5" to /proc/self/clear_refs resets the process's
-peak resident set (VmHWM), so each stage reads its own peak exactly, with no sampling thread. Where
-that is not possible, the process-wide peak so far (`ru_maxrss`) is reported and marked as such.
-CUDA peaks come from torch's allocator statistics, reset per stage.
+Peak host memory per stage: a daemon thread samples the resident set (`VmRSS`) every
+`SAMPLE_INTERVAL_S` while a stage runs and keeps its maximum. The kernel's high-water mark is
+never reset, so `ru_maxrss` (and `/usr/bin/time`, batch schedulers) still report the process's
+true peak; a stage's figure can miss a spike shorter than the interval, so at the end the largest
+stage figure is raised to `ru_maxrss` if that is higher. Where `/proc` is unavailable the
+process-wide peak so far is reported and marked as such. CUDA peaks come from torch's allocator
+statistics, reset per stage.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import resource
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 _STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+# Allocation bursts of the pipeline (a chunk's outputs, a fusion batch) last far longer than this.
+SAMPLE_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -40,12 +45,32 @@ def _vm_kib(key: str) -> Optional[int]:
     return None
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        _CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
+class _RssSampler:
+    """Max of VmRSS sampled from a daemon thread until `stop()`."""
+
+    def __init__(self, interval: float = SAMPLE_INTERVAL_S):
+        self.peak_kib = _vm_kib("VmRSS")
+        self._stop = threading.Event()
+        self._thread = None
+        if self.peak_kib is not None:
+            self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="scal3r-rss")
+            self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        kib = _vm_kib("VmRSS")
+        if kib is not None and (self.peak_kib is None or kib > self.peak_kib):
+            self.peak_kib = kib
+
+    def stop(self) -> Optional[int]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        return self.peak_kib
 
 
 def current_rss_mib() -> Optional[float]:
@@ -73,7 +98,7 @@ class StageMonitor:
 
     @contextlib.contextmanager
     def stage(self, name: str, items: Optional[int] = None) -> Iterator[None]:
-        scoped = _reset_peak_rss() and _vm_kib("VmHWM") is not None
+        sampler = _RssSampler()
         cuda = _cuda()
         if cuda is not None:
             cuda.reset_peak_memory_stats()
@@ -82,12 +107,12 @@ class StageMonitor:
             yield
         finally:
             seconds = time.perf_counter() - t0
-            hwm = _vm_kib("VmHWM") if scoped else None
-            peak = hwm / 1024 if hwm is not None else process_peak_rss_mib()
+            sampled = sampler.stop()
+            peak = sampled / 1024 if sampled is not None else process_peak_rss_mib()
             cuda = _cuda()
             self.stages.append(StageStats(
                 name=name, seconds=seconds, peak_rss_mib=round(peak, 1),
-                peak_rss_scope="stage" if hwm is not None else "process",
+                peak_rss_scope="stage" if sampled is not None else "process",
                 peak_cuda_mib=None if cuda is None else round(cuda.max_memory_allocated() / 2**20, 1),
                 items=items))
 
@@ -105,5 +130,6 @@ class StageMonitor:
 
     @property
     def peak_rss_mib(self) -> Optional[float]:
+        """The process's peak so far: the kernel's high-water mark, at least the sampled figures."""
         peaks = [s.peak_rss_mib for s in self.stages if s.peak_rss_mib is not None]
-        return max(peaks) if peaks else None
+        return round(max(peaks + [process_peak_rss_mib()]), 1)

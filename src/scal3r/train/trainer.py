@@ -163,6 +163,7 @@ class Trainer:
             self.step = int(state["step"])
             torch.set_rng_state(state["torch_rng"])
         self._tb = None
+        self.saved_step: Optional[int] = self.step if state is not None else None
 
     # -- one step ---------------------------------------------------------------------------------
     def _sample(self, step: int):
@@ -301,6 +302,7 @@ class Trainer:
             "model_config": json.dumps(self.model_config.to_dict()),
         }
         _atomic_torch_save(state, self.out / "checkpoint.pt")
+        self.saved_step = self.step
         save_model(self.model, self.out / "model.safetensors", self.cfg, self.step)
         try:
             plot_loss_curve(self.out / "log.csv", self.out / "loss.png")
