@@ -304,8 +304,10 @@ def _reconstruct_with_terminal(config, quiet: bool):
     from scal3r.pipeline import reconstruct
     from scal3r.pipeline.run import resolve_model
 
-    note = resolve_model(config).note  # which model runs, said once before the run
-    if note and not quiet:
+    from scal3r.engine.distributed import is_main_process
+
+    note = resolve_model(config).note  # which model runs: one line before the run (even --quiet)
+    if note and is_main_process():
         print(f"scal3r: {note}", file=sys.stderr)
     progress = TerminalProgress(quiet=quiet)
     lines = _WarningLines(progress)
