@@ -285,3 +285,77 @@ def test_image_list_input(frames_dir, tmp_path, capsys):
     assert code == 0 and "reconstructed 5 frames" in stdout
     names = [l.split()[2] for l in (out / "frames.txt").read_text().splitlines()[1:]]
     assert names == [f"frame{i:03d}.png" for i in range(0, 10, 2)]
+
+
+# --- what a new user hit (reliability issue) ----------------------------------------------------
+
+def test_weights_that_are_not_a_checkpoint(frames_dir, tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--weights", text)
+    _assert_clean_failure(code, err, out, "is not a checkpoint")
+    full = tmp_path / "full.pt"
+    torch.save({"a": torch.zeros(100_000)}, full)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full.read_bytes()[:200_000])
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--weights", cut)
+    _assert_clean_failure(code, err, out, "incomplete zip archive")
+    assert err.strip().endswith("incomplete zip archive")  # a whole message, not cut mid-sentence
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--weights", tmp_path)
+    _assert_clean_failure(code, err, out, "is a directory")
+
+
+def test_out_naming_a_file(frames_dir, tmp_path, capsys):
+    target = tmp_path / "result"
+    target.write_text("keep me")
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", target, *TINY)
+    assert code == 2 and "is a file, not a directory" in err and target.read_text() == "keep me"
+
+
+def test_max_frames_zero_is_refused(frames_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--max-frames", "0")
+    _assert_clean_failure(code, err, out, "at least 1")
+
+
+def test_summary_records_the_resolution_that_ran(frames_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "reconstruct", frames_dir, "--out", out, *TINY, "--no-loop", "--resolution", "85")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resolution"] == 84 == summary["size"][0] and summary["requested_resolution"] == 85
+
+
+def test_one_f1_threshold_default():
+    from scal3r.eval.pointcloud import F1_THRESHOLD
+    from scal3r.eval.sequence import EvalOptions
+    from scal3r.pipeline.groundtruth import evaluate
+    import inspect
+
+    assert EvalOptions().threshold == F1_THRESHOLD
+    assert inspect.signature(evaluate).parameters["threshold"].default is None  # → F1_THRESHOLD
+
+
+def test_eval_matches_frame_number_timestamps_and_says_what_it_compared(tmp_path, capsys):
+    """A reconstruction's TUM file (timestamps = frame numbers) against a world's (seconds)."""
+    from scal3r.io.trajectory import write_tum
+
+    rng = np.random.default_rng(4)
+    n_gt = 240
+    c2w = np.repeat(np.eye(4)[None], n_gt, axis=0)
+    c2w[:, 0, 3] = np.cumsum(rng.normal(1.0, 0.1, n_gt))
+    c2w[:, 2, 3] = np.sin(np.arange(n_gt) / 30) * 20
+    write_tum(tmp_path / "gt.txt", np.arange(n_gt) / 10.0, c2w)  # seconds at 10 Hz
+    frames = np.arange(0, 240, 6)  # 40 frames
+    write_tum(tmp_path / "pred.txt", frames.astype(float), c2w[frames] * np.array([1, 1, 1, 1.0]))
+    code, stdout, err = _run(capsys, "eval", tmp_path / "pred.txt", tmp_path / "gt.txt")
+    assert code == 0, err
+    assert "40 poses compared (40 predicted, 240 in the ground truth; predicted timestamps read as ground-truth " \
+           "frame numbers)" in stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["trajectory"]["matched"] == 40 and result["trajectory"]["ate"]["rmse"] < 1e-6
+    # Timestamps of another clock that are not frame numbers either: refused, not 4 of 40 silently.
+    write_tum(tmp_path / "pred2.txt", frames * 0.37 + 1000.5, c2w[frames])
+    code, _, err = _run(capsys, "eval", tmp_path / "pred2.txt", tmp_path / "gt.txt")
+    assert code == 2 and "are both in seconds" in err

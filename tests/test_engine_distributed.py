@@ -95,7 +95,9 @@ def test_torchrun_reconstruct_equals_one_process(tmp_path):
         Image.fromarray(np.ascontiguousarray(base[:, 8 * i: 8 * i + 112])).save(frames / f"{i:03d}.png")
     common = ["reconstruct", str(frames), "--preset", "tiny", "--block-size", "8", "--overlap", "4", "--no-loop",
               "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    scratch = tmp_path / "scratch"  # torchrun's own temporary folders (torchelastic_*) land here
+    scratch.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(scratch))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                 "-m", "scal3r"]
     two = subprocess.run(torchrun + common + ["--out", str(tmp_path / "two")], env=env, capture_output=True,
@@ -106,4 +108,4 @@ def test_torchrun_reconstruct_equals_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     for name in ("trajectory_kitti.txt", "mat.txt", "points.ply", "depth/000007.npy"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "one", "two"]  # no rank left a folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "one", "scratch", "two"]  # no rank left a folder

@@ -22,10 +22,11 @@ def _frames(folder: Path, n: int) -> Path:
     return folder
 
 
-def _start_and_signal(argv, stage: str, signum: int, cwd: Path, timeout: float = 240):
-    """Start `scal3r argv`, send `signum` once its progress shows `stage`; → (rc, stderr, seconds to exit)."""
+def _start_and_signal(argv, stage: str, signum: int, cwd: Path, timeout: float = 240, module: str = "scal3r"):
+    """Start `python -m module argv`, send `signum` once its progress shows `stage`;
+    → (rc, stderr, seconds to exit). module="" runs `python -m argv[0] argv[1:]`."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "scal3r"] + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m"] + ([module] if module else []) + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     seen = threading.Event()
     chunks = []
@@ -80,3 +81,36 @@ def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path):
     last = [l for l in err.replace("\r", "\n").splitlines() if l.strip()][-1]
     assert last.startswith("scal3r: interrupted by SIGTERM; the last checkpoint") and "--resume" in last, last
     assert (out / "checkpoint.pt").is_file() and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing(tmp_path):
+    frames = _frames(tmp_path / "frames", 160)
+    out = tmp_path / "out"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env_tmp = {"TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env_tmp}
+    os.environ.update(env_tmp)
+    try:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        rc, err, elapsed = _start_and_signal(
+            ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "scal3r", "reconstruct",
+             str(frames), "--out", str(out), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--offload",
+             "--no-loop"], "network:", signal.SIGTERM, tmp_path, module="")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert rc != 0 and elapsed < 60, err[-1500:]
+    assert "interrupted by SIGTERM" in err, err[-1500:]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "scratch"]
+    # torchrun's own bookkeeping folders are removed when it stops
+    leftovers = [p for p in scratch.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if "scal3r" in p.name], leftovers

@@ -167,7 +167,8 @@ def _add_eval(sub) -> None:
     p.add_argument("gt", help="ground-truth directory or trajectory file")
     p.add_argument("--align", choices=("sim3", "se3", "none"), default="sim3",
                    help="Umeyama alignment of the predicted camera centres (sim3 for monocular methods)")
-    p.add_argument("--threshold", type=float, default=0.25, help="precision/recall distance in metres")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="precision/recall distance in metres (default 0.5, as reconstruct --gt)")
     p.add_argument("--voxel", type=float, default=None, help="voxel-downsample both clouds first (metres)")
     p.add_argument("--rpe-delta", type=int, default=1, help="frame step of the relative pose error")
     p.add_argument("--json", default=None, help="where to write the metrics (default: PRED/eval.json, "
@@ -180,7 +181,8 @@ def _run_eval(args) -> int:
 
     from scal3r.eval.sequence import EvalOptions, evaluate_sequence, format_report, write_json
 
-    options = EvalOptions(align=args.align, threshold=args.threshold, voxel=args.voxel, rpe_delta=args.rpe_delta)
+    threshold = {} if args.threshold is None else {"threshold": args.threshold}
+    options = EvalOptions(align=args.align, voxel=args.voxel, rpe_delta=args.rpe_delta, **threshold)
     result = evaluate_sequence(args.pred, args.gt, options)
     pred = Path(args.pred)
     out = Path(args.json) if args.json else (pred / "eval.json" if pred.is_dir() else pred.with_name("eval.json"))
@@ -468,6 +470,7 @@ def _add_train(sub) -> None:
     p.add_argument("--lr-memory", type=float, default=None, help="peak learning rate of the memory units")
     p.add_argument("--lr-rest", type=float, default=None, help="peak learning rate of everything else")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
+    p.add_argument("--camera-weight", type=float, default=None, help="weight of the camera loss against depth + points")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints")
     p.add_argument("--freeze", nargs="*", default=(), metavar="PREFIX", help="parameter-name prefixes to keep fixed")
     p.add_argument("--no-sync", action="store_true", help="each chunk updates its memory alone (ablation)")
@@ -513,6 +516,8 @@ def _run_train(args) -> int:
         data["width"], data["height"] = args.resolution
     if data:
         over["data"] = dataclasses.replace(cfg.data, **data)
+    if args.camera_weight is not None:
+        over["loss"] = dataclasses.replace(cfg.loss, camera_weight=args.camera_weight)
     cfg = dataclasses.replace(cfg, **over)
     if cfg.steps < 1:
         raise InputError(f"--steps must be at least 1, got {cfg.steps}")

@@ -81,6 +81,8 @@ class FrameOptions:
     def __post_init__(self) -> None:
         if self.stride < 1:
             raise InputError(f"stride must be >= 1, got {self.stride}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"max frames must be at least 1, got {self.max_frames} (leave it out for all frames)")
         if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
             raise InputError(f"fps must be a positive number, got {self.fps}")
         PreprocessOptions(resolution=self.resolution, align=self.align)  # raises on a bad size

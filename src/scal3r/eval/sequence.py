@@ -34,7 +34,7 @@ import numpy as np
 
 from scal3r.errors import InputError
 from scal3r.eval.depth import depth_metrics
-from scal3r.eval.pointcloud import pointcloud_metrics
+from scal3r.eval.pointcloud import F1_THRESHOLD, pointcloud_metrics
 from scal3r.eval.trajectory import KITTI_LENGTHS, AlignMode, Alignment, align_trajectory, evaluate_trajectory
 from scal3r.io.ply import read_ply
 from scal3r.io.trajectory import associate_timestamps, read_kitti, read_tum
@@ -50,7 +50,7 @@ class EvalOptions:
     downsampling of both clouds; rpe_delta: frames; max_time_diff: seconds for TUM association."""
 
     align: AlignMode = "sim3"
-    threshold: float = 0.25
+    threshold: float = F1_THRESHOLD
     voxel: Optional[float] = None
     rpe_delta: int = 1
     max_time_diff: float = 0.01
@@ -104,9 +104,32 @@ def read_source_indices(pred_dir: Path) -> Optional[np.ndarray]:
     return np.asarray(rows, dtype=np.int64)
 
 
+# Below this fraction of the predicted poses matched, timestamp association is not trusted (the
+# two files' clocks are not comparable, e.g. frame numbers against seconds).
+MIN_MATCHED_FRACTION = 0.5
+
+
+def _frame_numbers(t: np.ndarray, n_gt: int) -> bool:
+    """Timestamps that are frame numbers of the ground truth: integers inside [0, n_gt)."""
+    return bool(len(t) and np.all(np.abs(t - np.round(t)) < 1e-6) and t.min() >= 0 and t.max() < n_gt)
+
+
 def associate(pred: Trajectory, gt: Trajectory, max_time_diff: float,
-              source_indices: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Index arrays (ip, ig) of the frames compared (see the module docstring for the rules)."""
+              source_indices: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, str]:
+    """Index arrays (ip, ig) of the frames compared and how they were matched (see the module
+    docstring for the rules). Timestamps that match fewer than `MIN_MATCHED_FRACTION` of the
+    predicted poses fall back to frame numbers when the predicted ones are integers naming
+    ground-truth frames (what `scal3r reconstruct` writes without real timestamps), else refuse."""
+    ip, ig, how = _associate(pred, gt, max_time_diff, source_indices)
+    if len(ip) < len(pred.c2w):
+        import warnings
+
+        warnings.warn(f"{len(pred.c2w) - len(ip)} of {len(pred.c2w)} predicted poses have no ground-truth "
+                      f"match ({how}); they are left out", RuntimeWarning, stacklevel=2)
+    return ip, ig, how
+
+
+def _associate(pred, gt, max_time_diff, source_indices):
     if source_indices is not None:
         if len(source_indices) != len(pred.c2w):
             raise InputError(f"frames.txt lists {len(source_indices)} frames but {pred.path} has {len(pred.c2w)} poses")
@@ -114,17 +137,21 @@ def associate(pred: Trajectory, gt: Trajectory, max_time_diff: float,
         if not ok.all():
             raise InputError(f"frames.txt names source frames up to {source_indices.max()}, but {gt.path} has "
                              f"only {len(gt.c2w)} poses")
-        return np.arange(len(pred.c2w)), source_indices
+        return np.arange(len(pred.c2w)), source_indices, "frames.txt source indices"
     if pred.timestamps is not None and gt.timestamps is not None:
         ip, ig = associate_timestamps(pred.timestamps, gt.timestamps, max_time_diff)
-        if len(ip) < 2:
-            raise InputError(f"only {len(ip)} timestamps of {pred.path} and {gt.path} match within {max_time_diff} s")
-        return ip, ig
+        if len(ip) >= max(2, MIN_MATCHED_FRACTION * len(pred.c2w)):
+            return ip, ig, f"timestamps within {max_time_diff} s"
+        if _frame_numbers(pred.timestamps, len(gt.c2w)):
+            idx = np.round(pred.timestamps).astype(np.int64)
+            return np.arange(len(pred.c2w)), idx, "predicted timestamps read as ground-truth frame numbers"
+        raise InputError(f"only {len(ip)} of {len(pred.c2w)} timestamps of {pred.path} match {gt.path} within "
+                         f"{max_time_diff} s (need {MIN_MATCHED_FRACTION:.0%}); are both in seconds?")
     if len(pred.c2w) != len(gt.c2w):
         raise InputError(f"{pred.path} has {len(pred.c2w)} poses and {gt.path} {len(gt.c2w)}; without timestamps "
                          f"on both sides frames are matched by row, so the counts must agree")
     idx = np.arange(len(gt.c2w))
-    return idx, idx
+    return idx, idx, "row i is frame i"
 
 
 def _find_pred_cloud(pred_dir: Path) -> Optional[Path]:
@@ -158,9 +185,10 @@ def evaluate_sequence(pred: PathLike, gt: PathLike, options: EvalOptions = EvalO
     has_traj = pred.is_file() or any((pred / n).is_file() for n in TRAJECTORY_NAMES)
     if has_traj:
         p, g = load_trajectory(pred), load_trajectory(gt)
-        ip, ig = associate(p, g, options.max_time_diff, sources)
+        ip, ig, how = associate(p, g, options.max_time_diff, sources)
         metrics = evaluate_trajectory(p.c2w[ip], g.c2w[ig], options.align, options.rpe_delta, options.kitti_lengths)
         result["trajectory"] = {"pred_file": str(p.path), "gt_file": str(g.path), "matched": int(len(ip)),
+                                "pred_poses": int(len(p.c2w)), "gt_poses": int(len(g.c2w)), "association": how,
                                 **metrics.to_dict()}
         _, alignment = align_trajectory(p.c2w[ip], g.c2w[ig], options.align)
         result["alignment"] = {"scale": alignment.scale, "rotation": alignment.rotation.tolist(),
@@ -220,8 +248,9 @@ def format_report(result: Dict[str, object]) -> str:
     lines = []
     t = result.get("trajectory")
     if t:
-        lines.append(f"trajectory: {t['matched']} poses, {t['path_length']:.1f} m of ground truth, "
-                     f"{t['align']} alignment (scale {t['scale']:.4g})")
+        lines.append(f"trajectory: {t['matched']} poses compared ({t.get('pred_poses', '?')} predicted, "
+                     f"{t.get('gt_poses', '?')} in the ground truth; {t.get('association', '')}), "
+                     f"{t['path_length']:.1f} m of ground truth, {t['align']} alignment (scale {t['scale']:.4g})")
         ate, rt, rr, k = t["ate"], t["rpe_trans"], t["rpe_rot"], t["kitti"]
         lines += [f"  ATE RMSE          {_fmt(ate['rmse'])} m   (mean {_fmt(ate['mean'])}, max {_fmt(ate['max'])})",
                   f"  RPE trans (Δ={t['rpe_delta']})   {_fmt(rt['rmse'])} m   RMSE",

@@ -57,10 +57,10 @@ class AtomicDirectory:
         self.tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
 
     def check(self) -> None:
+        if self.target.exists() and not self.target.is_dir():
+            raise InputError(f"--out {self.target} exists and is a file, not a directory (choose another --out)")
         if self.target.exists() and not self.overwrite:
             raise InputError(f"output directory {self.target} already exists (choose another --out or pass --overwrite)")
-        if self.target.exists() and not self.target.is_dir():
-            raise InputError(f"output path {self.target} exists and is not a directory")
 
     def __enter__(self) -> Path:
         self.check()

@@ -49,6 +49,10 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
             return load_file(str(path))
         except Exception as e:
             raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {_first_line(e)}") from e
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a torch zip archive nor a legacy pickle
+        raise CheckpointError(f"{path} is not a checkpoint: neither a torch file (.pt/.pth) nor .safetensors")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except Exception as e:
@@ -67,8 +71,15 @@ def _is_zip(path: Path) -> bool:
 
 
 def _first_line(e: Exception) -> str:
+    """The first sentence of an error's first line (library messages run on for paragraphs)."""
     text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    line = text[0]
+    if "central directory" in line or "failed reading zip archive" in line:
+        return "incomplete zip archive"
+    end = line.find(". ")
+    return (line[: end + 1] if end > 0 else line)[:200]
 
 
 def _as_state_dict(obj, path: Path) -> Dict[str, Tensor]:

@@ -65,7 +65,7 @@ class ReconstructConfig:
     loop_min_gap: Optional[int] = None
     max_loops: int = 50  # at most this many loop chunks (strongest first): each costs one chunk
     # Evaluation with gt.
-    eval_threshold: float = 0.5  # precision/recall distance for F1, ground-truth units (metres)
+    eval_threshold: Optional[float] = None  # F1 precision/recall distance; None: scal3r.eval.F1_THRESHOLD
     eval_voxel: Optional[float] = 0.2  # downsample both clouds before Chamfer/F1 (ground-truth units)
 
     def validate(self) -> None:

@@ -96,7 +96,7 @@ class Evaluation:
 
 
 def evaluate(gt: GroundTruth, c2w: np.ndarray, source_indices: Sequence[int], timestamps: Optional[Sequence[float]],
-             points: Optional[np.ndarray] = None, threshold: float = 0.5,
+             points: Optional[np.ndarray] = None, threshold: Optional[float] = None,
              voxel: Optional[float] = 0.2) -> Evaluation:
     """Sim(3)-aligned ATE / RPE / KITTI drift of `c2w` (N, 4, 4), and Chamfer / F1 of `points`
     (P, 3) moved with the same alignment when the ground truth has a reference cloud."""
@@ -113,7 +113,10 @@ def evaluate(gt: GroundTruth, c2w: np.ndarray, source_indices: Sequence[int], ti
         "scale": traj.scale, "align": "sim3",
     }
     if gt.points is not None and points is not None and len(points) and len(gt.points):
-        pc = pointcloud_metrics(alignment.apply_points(points), gt.points, threshold, voxel)
+        from scal3r.eval.pointcloud import F1_THRESHOLD
+
+        pc = pointcloud_metrics(alignment.apply_points(points), gt.points,
+                                F1_THRESHOLD if threshold is None else threshold, voxel)
         metrics.update({"chamfer": pc.chamfer, "f1": pc.f1, "accuracy": pc.accuracy,
                         "completeness": pc.completeness, "precision": pc.precision, "recall": pc.recall,
                         "f1_threshold": pc.threshold, "eval_voxel": pc.voxel_size})
