@@ -42,3 +42,13 @@ def _two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(old)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true", default=False,
+                     help="run the collected tests in reverse order (to catch order dependence)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()

@@ -94,3 +94,15 @@ def test_demo_uses_the_bundled_model(stand_in, tmp_path, capsys, monkeypatch):
     assert summary["metrics"]["ate"] >= 0 and summary["metrics"]["path_length"] > 30
     meta = json.loads((out / "world" / "meta.json").read_text())
     assert meta["config"]["seed"] == 100007 and meta["config"]["width"] == 84
+
+
+def test_without_a_bundled_model_the_demo_says_it_runs_random_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SCAL3R_MODELS", str(tmp_path / "no-models"))
+    out = tmp_path / "demo"
+    code = main(["demo", "--frames", "60", "--out", str(out), "--quiet", "--no-loop", "--resolution", "84"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert len([l for l in err.splitlines() if "bundled model" in l and "missing" in l]) == 1, err
+    assert "UNTRAINED" in stdout + err
+    summary = json.loads((out / "reconstruction" / "summary.json").read_text())
+    assert summary["model"]["source"] == "random" and not summary["model"]["trained"]

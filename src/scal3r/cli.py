@@ -387,6 +387,8 @@ def _run_demo(args) -> int:
     config = _reconstruct_config(args, input="", out=str(root / "reconstruction"))
     resolved = resolve_model(config)
     if resolved.weights is None and not args.preset:
+        if resolved.note:
+            print(f"scal3r demo: {resolved.note}", file=sys.stderr)
         config = _reconstruct_config(args, input="", out=config.out, preset=DEMO_UNTRAINED["preset"],
                                      resolution=args.resolution or DEMO_UNTRAINED["resolution"])
         resolved = resolve_model(config)
