@@ -1,13 +1,12 @@
 """The model that ships with the project: found without --weights, says so, loads without --preset."""
 
 import json
-import shutil
 
 import pytest
 import torch
 
 from scal3r.cli import main
-from scal3r.model.bundled import BUNDLED_NAME, bundled_path, read_stored_model
+from scal3r.model.bundled import BUNDLED_NAME
 from test_cli_reconstruct import _write_frames
 
 

@@ -17,7 +17,7 @@ import train_worker  # noqa: E402
 from scal3r import Scal3R  # noqa: E402
 from scal3r.chunks import reference_first_order  # noqa: E402
 from scal3r.engine import forward_chunks, infer_chunks  # noqa: E402
-from scal3r.train.data import DataConfig, Sequence, chunk_targets  # noqa: E402
+from scal3r.train.data import Sequence, chunk_targets  # noqa: E402
 from scal3r.train.losses import LossConfig, chunk_loss  # noqa: E402
 
 

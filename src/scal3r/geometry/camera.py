@@ -17,7 +17,6 @@ Everything here is float64 numpy; torch tensors are accepted and converted. The 
 
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import numpy as np

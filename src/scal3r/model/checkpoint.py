@@ -12,8 +12,6 @@ arbitrary pickled objects are refused, never executed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
@@ -48,7 +46,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
         try:
             return load_file(str(path))
         except Exception as e:
-            raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {_first_line(e)}") from e
+            raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {first_sentence(e)}") from e
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a torch zip archive nor a legacy pickle
@@ -61,7 +59,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
             raise CheckpointError(
                 f"{path} contains pickled Python objects beyond tensors; refusing to unpickle it "
                 "(convert it to a plain state dict or .safetensors)") from e
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): {_first_line(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): {first_sentence(e)}") from e
     return _as_state_dict(obj, path)
 
 
@@ -70,7 +68,7 @@ def _is_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-def _first_line(e: Exception) -> str:
+def first_sentence(e: Exception) -> str:
     """The first sentence of an error's first line (library messages run on for paragraphs)."""
     text = str(e).strip().splitlines()
     if not text:
@@ -191,25 +189,19 @@ def read_metadata(path: Union[str, Path]) -> Dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:
-        raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {_first_line(e)}") from e
+        raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {first_sentence(e)}") from e
 
 
 def save_state_dict(state: Mapping[str, Tensor], path: Union[str, Path], layout: str = "scal3r",
                     metadata: Optional[Mapping[str, str]] = None) -> None:
     """Write atomically (temp file + rename): .safetensors by suffix (with `metadata`), else torch.save."""
+    from scal3r.files import atomic_write
+
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in from_release_layout(state, layout).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
 
-            save_file(tensors, tmp, metadata=dict(metadata) if metadata else None)
-        else:
-            torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata) if metadata else None))
+    else:
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))

@@ -20,9 +20,9 @@ normalisation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence as Seq, Tuple
+from typing import Dict, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 import torch

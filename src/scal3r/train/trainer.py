@@ -23,8 +23,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch.distributed as dist
 
 from scal3r.config import ModelConfig
 from scal3r.errors import CheckpointError, InputError
+from scal3r.files import atomic_write
 from scal3r.progress import ProgressFn, report
 from scal3r.chunks import chunk_ranges, reference_first_order
 from scal3r.train.data import DataConfig, FolderDataset, SyntheticStream, chunk_targets
@@ -301,7 +300,7 @@ class Trainer:
             "train_config": json.dumps(self.cfg.to_dict()),
             "model_config": json.dumps(self.model_config.to_dict()),
         }
-        _atomic_torch_save(state, self.out / "checkpoint.pt")
+        atomic_write(self.out / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
         self.saved_step = self.step
         save_model(self.model, self.out / "model.safetensors", self.cfg, self.step)
         try:
@@ -338,21 +337,12 @@ class Trainer:
 
 
 def _load_checkpoint(path: Path) -> Dict:
+    from scal3r.model.checkpoint import first_sentence
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).strip().splitlines()[0][:200]}") from e
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise CheckpointError(f"cannot read training checkpoint {path}: {first_sentence(e)}") from e
 
 
 def save_model(model, path: Path, cfg: Optional[TrainConfig] = None, step: Optional[int] = None,
@@ -401,12 +391,7 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, png_path)
+        atomic_write(png_path, fig.savefig)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
