@@ -143,7 +143,7 @@ def test_tiny_model_overfits_one_long_sequence():
     cfg = LossConfig()
 
     def errors(terms):
-        return float(terms["camera"] + terms["depth_reg"] + terms["points_reg"])
+        return float((terms["camera"] + terms["depth_reg"] + terms["points_reg"]).detach())
 
     history = []
     for _ in range(120):
