@@ -18,7 +18,6 @@ RAM. The memory operations are cheap and not checkpointed.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -27,14 +26,10 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from scal3r.errors import InputError
+from scal3r.engine.runner import _autocast
+from scal3r.engine.sync import _flatten, _unflatten
 from scal3r.model.aggregator import ChunkTokens
 from scal3r.model.memory import FastWeights, at_least_fp32
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _maybe_checkpoint(enabled: bool, fn, *args):
@@ -47,13 +42,8 @@ def _differentiable_all_reduce(weights: FastWeights, group) -> FastWeights:
     """Σ over ranks of a gradient-shaped FastWeights, with autograd (one flat all-reduce)."""
     from torch.distributed.nn.functional import all_reduce
 
-    flat = torch.cat([t.reshape(-1) for t in weights])
-    total = all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-    out, i = [], 0
-    for t in weights:
-        out.append(total[i:i + t.numel()].view_as(t))
-        i += t.numel()
-    return FastWeights(*out)
+    total = all_reduce(_flatten(weights), op=dist.ReduceOp.SUM, group=group)
+    return _unflatten(total, weights)
 
 
 def forward_chunks(

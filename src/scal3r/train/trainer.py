@@ -100,7 +100,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def _is_memory(name: str) -> bool:
-    return ".ttt." in name
+    from scal3r.model.checkpoint import MEMORY_MARKER
+
+    return MEMORY_MARKER in name
 
 
 class Trainer:
