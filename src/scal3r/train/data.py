@@ -113,29 +113,38 @@ class SyntheticStream:
         self.cfg = cfg
 
     def sample(self, rng: np.random.Generator, frames: int) -> Sequence:
-        from dataclasses import replace
+        return render_sequence(self.cfg, rng, frames, self.cfg.seeds)
 
-        from scal3r.data.synthetic import SynthConfig, build_world
 
-        cfg = self.cfg
-        scene = "city" if rng.random() < cfg.city_fraction else "walk"
-        seed = int(rng.integers(*cfg.seeds))
-        stride = int(rng.choice(cfg.strides))
-        base = SynthConfig.preset(scene)
-        synth = replace(base, frames=frames * stride, seed=seed, width=cfg.width, height=cfg.height,
-                        trajectory=str(rng.choice(cfg.trajectories)), fov_deg=float(rng.uniform(*cfg.fov_deg)),
-                        step=base.step * float(rng.uniform(*cfg.step_scale)), texture_size=128)
-        world = build_world(synth)
-        images, depth = [], []
-        with world.renderer() as renderer:
-            for i in range(0, frames * stride, stride):
-                rgb, d = world.render(renderer, i)
-                images.append(rgb)
-                depth.append(d)
-        images = _jitter(np.stack(images), rng, cfg.color_jitter)
-        c2w = world.c2w[::stride][:frames]
-        K = np.repeat(world.K[None], frames, axis=0)
-        return Sequence(images, np.stack(depth).astype(np.float32), c2w, K, f"{scene}-{seed}-s{stride}")
+def render_sequence(cfg: DataConfig, rng: np.random.Generator, frames: int, seeds: Tuple[int, int],
+                    scene: Optional[str] = None) -> Sequence:
+    """One rendered world with the training recipe's random choices (scene, world seed in the
+    half-open range `seeds`, stride, trajectory, FoV, speed, colour jitter) drawn from `rng`, in
+    that order. `SyntheticStream` passes the training seeds; held-out probes
+    (`benchmarks/heldout_probe.py`) pass seeds ≥ `EVAL_SEED_START` and may fix the scene."""
+    from dataclasses import replace
+
+    from scal3r.data.synthetic import SynthConfig, build_world
+
+    drawn = "city" if rng.random() < cfg.city_fraction else "walk"
+    scene = scene or drawn
+    seed = int(rng.integers(*seeds))
+    stride = int(rng.choice(cfg.strides))
+    base = SynthConfig.preset(scene)
+    synth = replace(base, frames=frames * stride, seed=seed, width=cfg.width, height=cfg.height,
+                    trajectory=str(rng.choice(cfg.trajectories)), fov_deg=float(rng.uniform(*cfg.fov_deg)),
+                    step=base.step * float(rng.uniform(*cfg.step_scale)), texture_size=128)
+    world = build_world(synth)
+    images, depth = [], []
+    with world.renderer() as renderer:
+        for i in range(0, frames * stride, stride):
+            rgb, d = world.render(renderer, i)
+            images.append(rgb)
+            depth.append(d)
+    images = _jitter(np.stack(images), rng, cfg.color_jitter)
+    c2w = world.c2w[::stride][:frames]
+    K = np.repeat(world.K[None], frames, axis=0)
+    return Sequence(images, np.stack(depth).astype(np.float32), c2w, K, f"{scene}-{seed}-s{stride}")
 
 
 class FolderDataset:

@@ -105,6 +105,11 @@ def _is_memory(name: str) -> bool:
     return MEMORY_MARKER in name
 
 
+def _decays(name: str, p: torch.nn.Parameter) -> bool:
+    """Weight decay applies to weight matrices and kernels, not to 1-D gains/biases or tokens."""
+    return p.ndim >= 2 and not name.rsplit(".", 1)[-1].endswith(("token", "tokens"))
+
+
 class Trainer:
     """Builds model, data and optimizer from a `TrainConfig`; `run()` trains into `out`."""
 
@@ -146,10 +151,16 @@ class Trainer:
         for name, p in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in cfg.freeze):
                 p.requires_grad_(False)
-        memory = [p for n, p in self.model.named_parameters() if p.requires_grad and _is_memory(n)]
-        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and not _is_memory(n)]
-        groups = [g for g in ({"params": memory, "lr": cfg.lr_memory, "base_lr": cfg.lr_memory},
-                              {"params": rest, "lr": cfg.lr_rest, "base_lr": cfg.lr_rest}) if g["params"]]
+        groups = []
+        for is_memory, lr in ((True, cfg.lr_memory), (False, cfg.lr_rest)):
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and _is_memory(n) == is_memory]
+            # Weight decay shrinks matrices only: on gains, biases, norms and tokens it would pull
+            # LayerScale and the learned tokens to zero (the usual ViT exclusion).
+            decayed = [p for n, p in named if _decays(n, p)]
+            kept = [p for n, p in named if not _decays(n, p)]
+            groups += [{"params": decayed, "lr": lr, "base_lr": lr},
+                       {"params": kept, "lr": lr, "base_lr": lr, "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
         if not groups:
             raise InputError("every parameter is frozen; nothing to train")
         self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))

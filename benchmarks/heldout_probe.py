@@ -1,0 +1,98 @@
+"""Does a trained model use the other frames? Camera and point errors on held-out chunks against
+the best frame-blind predictor.
+
+    .venv/bin/python benchmarks/heldout_probe.py WEIGHTS.safetensors [--sequences 6] [--chunks 2]
+        [--scene city] [--threads 1]
+
+Renders `--sequences` worlds with the training recipe (`scal3r.train.data.render_sequence`) but
+seeds ≥ 100 000 (never trained on), at the resolution and chunking stored in the weights' metadata,
+runs the synchronised chunks without gradients and prints, over the non-reference frames:
+
+- `t_err`: mean L1 of the predicted translation (last refinement, normalised units);
+- `t_blind`: the same for the per-component median translation of these very targets, i.e. the
+  best any predictor that ignores the images can do (it is fitted on the test targets, so it is
+  optimistic); a model that has not learnt relative pose sits at t_err ≈ t_blind;
+- `t_ratio` = t_err / t_blind (< 1: the camera head uses the frames), and `t_corr`, the correlation of
+  predicted and true translation components;
+- `points_ref` / `points_own`: median distance of the predicted world points to the true points in
+  the reference frame / in each frame's own camera frame (a model that has not learnt cross-frame
+  geometry predicts own-frame points: points_own < points_ref).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights")
+    p.add_argument("--sequences", type=int, default=6)
+    p.add_argument("--chunks", type=int, default=2)
+    p.add_argument("--scene", default="city", choices=["city", "walk"])
+    p.add_argument("--first-seed", type=int, default=200_000, help="held-out worlds: seeds ≥ 100 000")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from scal3r import Scal3R
+    from scal3r.chunks import chunk_ranges, reference_first_order
+    from scal3r.engine.differentiable import forward_chunks
+    from scal3r.geometry.camera import invert_rigid
+    from scal3r.model.bundled import read_stored_model
+    from scal3r.model.checkpoint import read_metadata
+    from scal3r.train.data import EVAL_SEED_START, chunk_targets, render_sequence
+    from scal3r.train.trainer import TrainConfig
+
+    if a.first_seed < EVAL_SEED_START:
+        raise SystemExit(f"held-out seeds start at {EVAL_SEED_START}")
+    stored = read_stored_model(a.weights)
+    meta = read_metadata(a.weights)
+    if "scal3r.train_config" not in meta:
+        raise SystemExit(f"{a.weights}: no training configuration in its metadata (not made by `scal3r train`)")
+    data = TrainConfig.from_dict(json.loads(meta["scal3r.train_config"])).data
+    model = Scal3R(stored.config)
+    model.load_checkpoint(a.weights)
+    model.eval()
+
+    pred_t, true_t, ref_err, own_err = [], [], [], []
+    for i in range(a.sequences):
+        seed = a.first_seed + i
+        rng = np.random.default_rng(seed)
+        seq = render_sequence(data, rng, data.frames_for(a.chunks), (seed, seed + 1), scene=a.scene)
+        fed = [reference_first_order(s, e) for s, e in chunk_ranges(len(seq), data.block_size, data.overlap)]
+        targets = [chunk_targets(seq, f, data.max_depth) for f in fed]
+        with torch.no_grad():
+            outs = forward_chunks(model, [t["images"] for t in targets], activation_checkpointing=False)
+        for frames, out, tgt in zip(fed, outs, targets):
+            pred_t.append(out["pose_enc"][1:, :3].numpy())
+            true_t.append(tgt["pose_enc"][1:, :3].numpy())
+            valid = tgt["valid"].numpy()
+            pts = out["world_points"].numpy()
+            ref_err.append(np.linalg.norm(pts - tgt["world_points"].numpy(), axis=-1)[valid])
+            # The same points in each frame's own camera frame.
+            c2w = seq.c2w[list(frames)]
+            own_from_ref = invert_rigid(c2w) @ c2w[0]
+            own = np.einsum("sij,shwj->shwi", own_from_ref[:, :3, :3], tgt["world_points"].numpy()) \
+                + own_from_ref[:, None, None, :3, 3] / float(tgt["scale"])
+            own_err.append(np.linalg.norm(pts - own, axis=-1)[valid])
+    P, T = np.concatenate(pred_t), np.concatenate(true_t)
+    t_err = float(np.abs(P - T).mean())
+    t_blind = float(np.abs(np.median(T, axis=0) - T).mean())
+    corr = float(np.corrcoef(P.ravel(), T.ravel())[0, 1])
+    print(json.dumps({
+        "weights": a.weights, "step": stored.step, "sequences": a.sequences, "chunks": a.chunks,
+        "scene": a.scene, "resolution": [data.width, data.height], "block_size": data.block_size,
+        "t_err": round(t_err, 4), "t_blind": round(t_blind, 4), "t_ratio": round(t_err / t_blind, 3),
+        "t_corr": round(corr, 3),
+        "points_ref": round(float(np.median(np.concatenate(ref_err))), 3),
+        "points_own": round(float(np.median(np.concatenate(own_err))), 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
