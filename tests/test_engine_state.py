@@ -62,3 +62,67 @@ def test_memory_mapped_uint8_frames(setup, tmp_path):
     assert sorted(streamed) == list(range(len(fed)))
     for b, out in enumerate(direct):
         assert torch.equal(out["depth"], streamed[b]["depth"])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted_at(n_reports: int):
+    """A progress callback that stops the run at its n-th report of the network stage."""
+    seen = [0]
+
+    def progress(stage, done, total):
+        seen[0] += 1
+        if seen[0] == n_reports:
+            raise _Stop
+
+    return progress
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["synced", "own-memory"])
+@pytest.mark.parametrize("stop_at", [2, 9, 17, 25, 30], ids=lambda n: f"stop{n}")
+def test_resume_after_an_interruption_gives_the_same_outputs(setup, tmp_path, sync, stop_at):
+    """Interrupted at several points of the chunk loop (embedding, before and after the memory
+    layers, heads), a run resumed from the kept state returns exactly what an uninterrupted one
+    does, and the journal refuses other chunks."""
+    model, images, ranges = setup
+    fed = [reference_first_order(s, e) for s, e in ranges]
+    reference = {}
+    run_chunks(model, images, fed, sync=sync, on_output=lambda b, out: reference.__setitem__(b, out))
+
+    root = tmp_path / "state"
+    first = {}
+    with pytest.raises(_Stop), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_chunks(model, images, fed, sync=sync, store=DiskStore(root), progress=_interrupted_at(stop_at),
+                   on_output=lambda b, out: first.__setitem__(b, out))
+    assert (root / "progress.json").is_file()
+    resumed_store = DiskStore(root, resume=True)
+    assert resumed_store.resumed
+    second = dict(first)
+    reports = []
+    run_chunks(model, images, fed, sync=sync, store=resumed_store, progress=lambda *r: reports.append(r[1]),
+               on_output=lambda b, out: second.__setitem__(b, out))
+    # The phase whose report was interrupted had been journalled: the run goes on with the next one.
+    assert reports[0] == stop_at + 1
+    assert not root.exists()  # removed after success
+    assert sorted(second) == sorted(reference)
+    for b in reference:
+        for key in reference[b]:
+            assert torch.equal(reference[b][key], second[b][key]), (b, key)
+
+
+def test_resume_refuses_state_of_other_chunks(setup, tmp_path):
+    model, images, ranges = setup
+    fed = [reference_first_order(s, e) for s, e in ranges]
+    root = tmp_path / "state"
+    with pytest.raises(_Stop), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_chunks(model, images, fed, store=DiskStore(root), progress=_interrupted_at(9), on_output=lambda b, o: None)
+    other = [reference_first_order(s, e) for s, e in chunk_ranges(16, 8, 2)]
+    from scal3r.errors import Scal3RError
+
+    with pytest.raises(Scal3RError, match="cannot be resumed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_chunks(model, images, other, store=DiskStore(root, resume=True), on_output=lambda b, o: None)

@@ -20,6 +20,7 @@ the same arguments; rank r runs a contiguous block of the chunks, the gradient s
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -189,97 +190,193 @@ def _is_comm_error(e: Exception) -> bool:
                                    "socket", "closed"))
 
 
+def _phases(agg) -> List[Tuple[str, int]]:
+    """The chunk loop's phases in order: ("embed", −1), ("layer", l) for every layer, ("memory", l)
+    after each memory layer, ("heads", −1). A chunk's journal entry is the index of its last one."""
+    phases = [("embed", -1)]
+    for layer in range(agg.cfg.depth):
+        phases.append(("layer", layer))
+        if layer in agg.memory_layers:
+            phases.append(("memory", layer))
+    phases.append(("heads", -1))
+    return phases
+
+
+def _signature(chunks, H: int, W: int, sync: bool, n_phases: int) -> str:
+    """What a journal's phases were computed for: resuming other chunks or settings is refused."""
+    import hashlib
+
+    text = json.dumps([[int(f) for f in c] for c in chunks]) + f"|{H}x{W}|sync={sync}|phases={n_phases}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _tokens(phase: int) -> str:
+    # Tokens carry the phase that made them: a phase never overwrites its own input, so a chunk
+    # interrupted mid-phase still has the input of that phase on resume.
+    return f"tokens@{phase}"
+
+
 def _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, device, dtype, progress, trace,
                ids, on_update, on_output, distributed, group) -> List[Dict[str, Tensor]]:
     depth = agg.cfg.depth
+    phases = _phases(agg)
+    journal = store.progress
+    signature = _signature(chunks, H, W, sync, len(phases))
+    if store.resumed and journal.signature and journal.signature != signature:
+        raise Scal3RError("the stored chunk state was computed for other chunks or settings; it cannot be resumed")
+    journal.signature = signature
     total_steps = len(mine) * (depth + 2)  # embed, every layer, heads
     done = 0
 
-    for b in mine:
-        x = _take(images, chunks[b]).to(device)
-        with _autocast(device, dtype):
-            chunk = agg.prepare(x)
-        store.put(b, "tokens", chunk.tokens)
-        if chunk.pos is not None:
-            store.put(b, "pos", chunk.pos)
-        _record(trace, f"chunk{ids[b]:02d}/tokens_in", chunk.tokens)
-        done += 1
-        report(progress, "network", done, total_steps)
-
     def load(b: int) -> ChunkTokens:
-        return ChunkTokens(store.get(b, "tokens"), store.get(b, "pos") if store.has(b, "pos") else None)
+        tokens = store.get(b, _tokens(journal.phase(b)))
+        return ChunkTokens(tokens, store.get(b, "pos") if store.has(b, "pos") else None)
 
-    for layer in range(depth):
+    def finished(b: int, phase: int) -> None:
+        previous = journal.phase(b)
+        journal.done[b] = phase
+        store.commit()
+        if previous >= 0 and store.has(b, _tokens(previous)):
+            store.delete(b, _tokens(previous))
+
+    # On resume, heads run again where their outputs are not kept elsewhere: under a process group
+    # (they travel to rank 0 at the end) or without `on_output` (they are returned).
+    rerun_heads = store.resumed and (distributed or on_output is None)
+    keep_features = distributed and isinstance(store, DiskStore)
+    outputs = []
+    for phase, (kind, layer) in enumerate(phases):
+        if kind == "memory":
+            _memory_layer(agg, layer, phase, mine, load, finished, store, sync, sum_order, distributed, group,
+                          trace, ids, on_update, device)
+            continue
         for b in mine:
-            with _autocast(device, dtype):
-                tokens, feature = agg.forward_layer(layer, load(b))
-            store.put(b, "tokens", tokens)
-            if feature is not None:
-                store.put(b, f"feature{layer}", feature)
+            if journal.phase(b) >= phase and not (kind == "heads" and rerun_heads):
+                done += 1
+                continue
+            if kind == "embed":
+                x = _take(images, chunks[b]).to(device)
+                with _autocast(device, dtype):
+                    chunk = agg.prepare(x)
+                store.put(b, _tokens(phase), chunk.tokens)
+                if chunk.pos is not None:
+                    store.put(b, "pos", chunk.pos)
+                _record(trace, f"chunk{ids[b]:02d}/tokens_in", chunk.tokens)
+                finished(b, phase)
+            elif kind == "layer":
+                with _autocast(device, dtype):
+                    tokens, feature = agg.forward_layer(layer, load(b))
+                if feature is not None:
+                    store.put(b, f"feature{layer}", feature)
+                store.put(b, _tokens(phase), tokens)
+                finished(b, phase)
+            else:  # heads
+                features = {j: store.get(b, f"feature{j}").float()[None] for j in agg.cfg.intermediate_layers}
+                out = model.decode(features, H, W, trace=trace, trace_prefix=f"chunk{ids[b]:02d}/")
+                out["frames"] = torch.as_tensor(list(chunks[b]), dtype=torch.long)
+                if on_output is not None:
+                    on_output(b, out)
+                else:
+                    outputs.append(out)
+                if journal.phase(b) < phase:
+                    finished(b, phase)
+                if not keep_features:  # a resumable group run keeps them until the outputs reached rank 0
+                    for name in store.names(b):
+                        store.delete(b, name)
             done += 1
             report(progress, "network", done, total_steps)
-        if layer in agg.memory_layers:
-            _memory_layer(agg, layer, mine, load, store, sync, sum_order, distributed, group, trace, ids, on_update)
-
-    outputs = []
-    for b in mine:
-        features = {j: store.pop(b, f"feature{j}").float()[None] for j in agg.cfg.intermediate_layers}
-        for name in store.names(b):
-            store.pop(b, name)
-        out = model.decode(features, H, W, trace=trace, trace_prefix=f"chunk{ids[b]:02d}/")
-        out["frames"] = torch.as_tensor(list(chunks[b]), dtype=torch.long)
-        if on_output is not None:
-            on_output(b, out)
-        else:
-            outputs.append(out)
-        done += 1
-        report(progress, "network", done, total_steps)
     return outputs
 
 
-def _memory_layer(agg, layer: int, mine, load, store, sync: bool, sum_order: str, distributed: bool, group,
-                  trace, ids, on_update) -> None:
-    """Gradient of every chunk → (summed) update → apply to every chunk."""
+def _agreed(flag: bool, distributed: bool, group, device: torch.device) -> bool:
+    """True when `flag` holds on every rank (a MIN all-reduce; NCCL moves device tensors only)."""
+    if not distributed:
+        return flag
+    wire = device if dist.get_backend(group) == "nccl" else torch.device("cpu")
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=wire)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
+    return bool(t.item())
+
+
+def _memory_layer(agg, layer: int, phase: int, mine, load, finished, store, sync: bool, sum_order: str,
+                  distributed: bool, group, trace, ids, on_update, device) -> None:
+    """Gradient of every chunk → (summed) update → apply to every chunk.
+
+    With a `DiskStore` the updated fast weights are stored (and journalled) before any chunk reads
+    them, so a resumed run either applies the stored weights or, if they were never complete on every
+    rank, redoes the gradient pass from the chunks' unchanged tokens."""
     memory = agg.memory(layer)
     ps = agg.patch_start_idx
     L = f"l{layer:02d}"
-    accumulator = make_accumulator(sum_order, memory.initial_weights(), distributed and sync, group)
+    journal = store.progress
+    durable = isinstance(store, DiskStore)
+    names = [f"fast{layer:02d}_{n}" for n in FastWeights._fields]
+    pending = [b for b in mine if journal.phase(b) < phase]
+    # Under a process group every rank must take the same branch (the gradient pass all-reduces).
+    stored = _agreed(layer in journal.fast, distributed, group, device) if durable else False
+
+    def load_weights(chunk: int) -> FastWeights:
+        return FastWeights(*(store.get(chunk, n) for n in names))
+
     own_weights: Dict[int, FastWeights] = {}
-    for b in mine:
-        tokens, pos = load(b)
-        tokens = tokens.float()
-        _record(trace, f"chunk{ids[b]:02d}/ttt_in_{L}", tokens)
-        inputs = memory.project(tokens, pos, ps)
-        grad = memory.gradient(tokens, None, pos, ps, inputs)
-        # apply() only needs q: keep it instead of projecting the tokens a second time.
-        store.put(b, "memory_query", inputs.q)
-        for name, g in zip(FastWeights._fields, grad):
-            _record(trace, f"ttt/{L}/grad_chunk{ids[b]:02d}/{name}", g)
+    shared = None
+    if stored:
+        shared = load_weights(-1) if sync else None
+    else:
+        if layer in journal.fast:  # this rank finished, another did not: all redo it
+            journal.fast.remove(layer)
+        accumulator = make_accumulator(sum_order, memory.initial_weights(), distributed and sync, group)
+        for b in mine:
+            tokens, pos = load(b)
+            tokens = tokens.float()
+            _record(trace, f"chunk{ids[b]:02d}/ttt_in_{L}", tokens)
+            inputs = memory.project(tokens, pos, ps)
+            grad = memory.gradient(tokens, None, pos, ps, inputs)
+            # apply() only needs q: keep it instead of projecting the tokens a second time.
+            store.put(b, "memory_query", inputs.q)
+            for name, g in zip(FastWeights._fields, grad):
+                _record(trace, f"ttt/{L}/grad_chunk{ids[b]:02d}/{name}", g)
+            if sync:
+                accumulator.add(grad)
+            else:
+                own_weights[b] = _hooked(on_update, layer, ids[b], memory.update(None, grad))
         if sync:
-            accumulator.add(grad)
+            summed = accumulator.finish()
+            for name, g in zip(FastWeights._fields, summed):
+                _record(trace, f"ttt/{L}/grad_sum/{name}", g)
+            shared = _hooked(on_update, layer, None, memory.update(None, summed))
+            for name, w in zip(FastWeights._fields, shared):
+                _record(trace, f"ttt/{L}/fast/{name}", w)
+        if durable:
+            for chunk, weights in ([(-1, shared)] if sync else list(own_weights.items())):
+                for n, w in zip(names, weights):
+                    store.put(chunk, n, w)
+            journal.fast.append(layer)
+            store.commit()
+            if distributed and sync:  # no rank applies before every rank has stored the weights
+                dist.barrier(group=group)
+    for b in pending:
+        if sync:
+            weights = shared
         else:
-            own_weights[b] = _hooked(on_update, layer, ids[b], memory.update(None, grad))
-    if sync:
-        summed = accumulator.finish()
-        for name, g in zip(FastWeights._fields, summed):
-            _record(trace, f"ttt/{L}/grad_sum/{name}", g)
-        shared = _hooked(on_update, layer, None, memory.update(None, summed))
-        for name, w in zip(FastWeights._fields, shared):
-            _record(trace, f"ttt/{L}/fast/{name}", w)
-    for b in mine:
-        weights = shared if sync else own_weights[b]
-        if not sync:
+            weights = own_weights[b] if b in own_weights else load_weights(b)
             for name, w in zip(FastWeights._fields, weights):
                 _record(trace, f"ttt/{L}/chunk{ids[b]:02d}/fast/{name}", w)
         tokens, pos = load(b)
-        query = store.pop(b, "memory_query")
+        query = store.get(b, "memory_query") if store.has(b, "memory_query") else None
         tokens = memory.apply(tokens.float(), weights, pos, ps, query=query)
         _record(trace, f"chunk{ids[b]:02d}/ttt_out_{L}", tokens)
-        store.put(b, "tokens", tokens)
         key = f"feature{layer}"
         if store.has(b, key):
             feature = store.get(b, key)
+            # Idempotent: the first half (the frame block's output) never changes.
             store.put(b, key, torch.cat([feature[..., : tokens.shape[-1]], tokens.to(feature.dtype)], dim=-1))
+        store.put(b, _tokens(phase), tokens)
+        finished(b, phase)
+        store.delete(b, "memory_query")
+        if not sync and durable:
+            for n in names:
+                store.delete(b, n)
+        own_weights.pop(b, None)
 
 
 def _hooked(hook: Optional[UpdateHook], layer: int, chunk: Optional[int], weights: FastWeights) -> FastWeights:
