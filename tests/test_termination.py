@@ -22,9 +22,19 @@ def _frames(folder: Path, n: int) -> Path:
     return folder
 
 
-def _start_and_signal(argv, stage: str, signum: int, cwd: Path, timeout: float = 240, module: str = "scal3r"):
-    """Start `python -m module argv`, send `signum` once its progress shows `stage`;
-    → (rc, stderr, seconds to exit). module="" runs `python -m argv[0] argv[1:]`."""
+def _network_fraction(text: str) -> float:
+    """How far the last `network: done/total` progress line got (0 when none yet)."""
+    import re
+
+    found = re.findall(r"network: (\d+)/(\d+)", text)
+    return int(found[-1][0]) / int(found[-1][1]) if found else 0.0
+
+
+def _start_and_signal(argv, stage: str, signum: int, cwd: Path, timeout: float = 240, module: str = "scal3r",
+                      until=None):
+    """Start `python -m module argv`, send `signum` once its progress shows `stage` (and, if given,
+    `until(stderr so far)` holds); → (rc, stderr, seconds to exit). module="" runs
+    `python -m argv[0] argv[1:]`."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m"] + ([module] if module else []) + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -37,7 +47,8 @@ def _start_and_signal(argv, stage: str, signum: int, cwd: Path, timeout: float =
             if not b:
                 return
             chunks.append(b)
-            if not seen.is_set() and stage.encode() in b"".join(chunks[-400:]):
+            if not seen.is_set() and stage.encode() in b"".join(chunks[-400:]) and \
+                    (until is None or (b == b"\r" and until(b"".join(chunks).decode(errors="replace")))):
                 seen.set()
 
     reader = threading.Thread(target=read, daemon=True)
@@ -114,3 +125,52 @@ def test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing(tmp_path):
     # torchrun's own bookkeeping folders are removed when it stops
     leftovers = [p for p in scratch.rglob("*") if p.is_file()]
     assert not [p for p in leftovers if "scal3r" in p.name], leftovers
+
+
+def _run(argv, cwd: Path):
+    return subprocess.run([sys.executable, "-m", "scal3r"] + argv, cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_resumable_run_stopped_mid_network_resumes_to_the_same_result(tmp_path):
+    """--resumable + SIGTERM a third of the way through the network pass keeps OUT.partial/ and
+    says how to resume; --resume with other settings is refused with one line; --resume with the
+    same ones finishes from the kept state, with the trajectory of an uninterrupted run."""
+    frames = _frames(tmp_path / "frames", 120)
+    common = [str(frames), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--no-loop"]
+    ref = _run(["reconstruct", *common, "--out", "ref", "--quiet"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-1500:]
+
+    argv = ["reconstruct", *common, "--out", "out", "--resumable"]
+    rc, err, _ = _start_and_signal(argv, "network:", signal.SIGTERM, tmp_path,
+                                   until=lambda text: _network_fraction(text) >= 1 / 3)
+    assert rc == 143, err[-1500:]
+    last = [l for l in err.replace("\r", "\n").splitlines() if l.strip()][-1]
+    assert last == "scal3r: interrupted by SIGTERM; progress kept in out.partial; continue with the same " \
+                   "command and --resume", last
+    assert not (tmp_path / "out").exists() and (tmp_path / "out.partial").is_dir()
+    assert 0 < _network_fraction(err) < 1  # it was stopped inside the network pass
+
+    other = _run(["reconstruct", *common[:4], "6", "--overlap", "2", "--no-loop", "--out", "out", "--resume"], tmp_path)
+    assert other.returncode == 2
+    lines = [l for l in other.stderr.splitlines() if l.startswith("scal3r: error")]
+    assert len(lines) == 1 and "settings differ" in lines[0] and "block_size" in lines[0], other.stderr[-800:]
+
+    resumed = _run(argv + ["--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert not (tmp_path / "out.partial").exists()
+    a = np.loadtxt(tmp_path / "ref" / "trajectory_tum.txt")
+    b = np.loadtxt(tmp_path / "out" / "trajectory_tum.txt")
+    np.testing.assert_array_equal(a, b)  # the same network outputs, bit for bit, give the same backend result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "out", "ref"]
+
+
+def test_resume_needs_a_kept_run_and_a_fresh_resumable_run_refuses_one(tmp_path):
+    frames = _frames(tmp_path / "frames", 8)
+    common = [str(frames), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--no-loop", "--out", "out"]
+    missing = _run(["reconstruct", *common, "--resume"], tmp_path)
+    assert missing.returncode == 2 and "no interrupted run to continue" in missing.stderr, missing.stderr[-800:]
+    (tmp_path / "out.partial").mkdir()
+    fresh = _run(["reconstruct", *common, "--resumable"], tmp_path)
+    assert fresh.returncode == 2 and "holds an interrupted run" in fresh.stderr, fresh.stderr[-800:]
+    assert (tmp_path / "out.partial").is_dir()  # never deleted behind the user's back

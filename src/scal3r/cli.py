@@ -271,6 +271,11 @@ def _add_reconstruct(sub) -> None:
     _add_chunk_options(p)
     _add_frame_options(p)
     p.add_argument("--gt", default=None, metavar="PATH", help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
+    p.add_argument("--resumable", action="store_true",
+                   help="work in DIR.partial/ and keep it if the run is interrupted or fails (chunk state per "
+                        "network layer on disk), so that --resume can continue it")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted --resumable run in DIR.partial/ (same input and settings)")
     p.set_defaults(func=_run_reconstruct)
 
 
@@ -283,7 +288,8 @@ def _reconstruct_config(args, **overrides):
                   device=args.device, dtype=args.dtype, resolution=args.resolution, offload=args.offload,
                   seed=args.seed, stride=getattr(args, "stride", 1), fps=getattr(args, "fps", None),
                   max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),
-                  overwrite=args.overwrite, gt=getattr(args, "gt", None))
+                  overwrite=args.overwrite, gt=getattr(args, "gt", None),
+                  resumable=getattr(args, "resumable", False), resume=getattr(args, "resume", False))
     values.update(overrides)
     return ReconstructConfig(**values)
 
@@ -340,8 +346,16 @@ def _run_reconstruct(args) -> int:
     # Under torchrun: join the process group (gloo on CPU, NCCL on CUDA); only rank 0 reports.
     init_from_env("cuda" if args.device == "cuda" else "cpu")
     main = is_main_process()
+    config = _reconstruct_config(args)
     try:
-        result = _reconstruct_with_terminal(_reconstruct_config(args), args.quiet or not main)
+        result = _reconstruct_with_terminal(config, args.quiet or not main)
+    except KeyboardInterrupt as e:
+        from scal3r.io.export import partial_directory
+
+        partial = partial_directory(config.out)
+        if (config.resumable or config.resume) and partial.is_dir():
+            e.resume_hint = f"progress kept in {partial}; continue with the same command and --resume"
+        raise
     finally:
         shutdown()
     if not main or result.out_dir is None:

@@ -51,3 +51,14 @@ def shutdown() -> None:
 
 def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def all_ranks_agree(flag: bool, device: Optional[torch.device] = None, group=None) -> bool:
+    """True when `flag` holds on every rank of the group (alone: `flag`). A MIN all-reduce of one
+    number; NCCL moves device tensors only, gloo CPU tensors."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return flag
+    wire = device if device is not None and dist.get_backend(group) == "nccl" else torch.device("cpu")
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=wire)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
+    return bool(t.item())

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from scal3r.chunks import OUTPUT_KEYS, output_shapes, reference_first_order, rows_ascending, validate_ranges
+from scal3r.engine.distributed import all_ranks_agree
 from scal3r.engine.state import DiskStore, MemoryStore
 from scal3r.engine.sync import make_accumulator
 from scal3r.errors import InputError, Scal3RError
@@ -287,16 +288,6 @@ def _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, d
     return outputs
 
 
-def _agreed(flag: bool, distributed: bool, group, device: torch.device) -> bool:
-    """True when `flag` holds on every rank (a MIN all-reduce; NCCL moves device tensors only)."""
-    if not distributed:
-        return flag
-    wire = device if dist.get_backend(group) == "nccl" else torch.device("cpu")
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=wire)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
-    return bool(t.item())
-
-
 def _memory_layer(agg, layer: int, phase: int, mine, load, finished, store, sync: bool, sum_order: str,
                   distributed: bool, group, trace, ids, on_update, device) -> None:
     """Gradient of every chunk → (summed) update → apply to every chunk.
@@ -312,7 +303,7 @@ def _memory_layer(agg, layer: int, phase: int, mine, load, finished, store, sync
     names = [f"fast{layer:02d}_{n}" for n in FastWeights._fields]
     pending = [b for b in mine if journal.phase(b) < phase]
     # Under a process group every rank must take the same branch (the gradient pass all-reduces).
-    stored = _agreed(layer in journal.fast, distributed, group, device) if durable else False
+    stored = all_ranks_agree(layer in journal.fast, device, group) if durable else False
 
     def load_weights(chunk: int) -> FastWeights:
         return FastWeights(*(store.get(chunk, n) for n in names))

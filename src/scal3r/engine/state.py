@@ -99,11 +99,13 @@ class DiskStore:
 
     `root=None` makes a private temporary directory. `close(success=True)` deletes the directory;
     after a failure it is kept (and its path is in `root`) unless `keep_on_failure=False`.
-    `resume=True` reopens the state a failed run left in `root` (its files and `progress.json`).
+    `resume=True` reopens the state a failed run left in `root` (its files and `progress.json`);
+    `remove_on_success=False` leaves the directory to its owner (a resumable pipeline removes it
+    only once the whole reconstruction is written).
     """
 
     def __init__(self, root: Optional[os.PathLike] = None, device: Optional[torch.device] = None,
-                 keep_on_failure: bool = True, resume: bool = False) -> None:
+                 keep_on_failure: bool = True, resume: bool = False, remove_on_success: bool = True) -> None:
         if root is None:
             self.root = Path(tempfile.mkdtemp(prefix="scal3r-state-"))
         else:
@@ -111,6 +113,7 @@ class DiskStore:
             self.root.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.keep_on_failure = keep_on_failure
+        self.remove_on_success = remove_on_success
         self._names: Dict[int, set] = {}
         self.progress = Progress()
         self.resumed = False
@@ -164,5 +167,5 @@ class DiskStore:
         return sorted(self._names.get(chunk, ()))
 
     def close(self, success: bool = True) -> None:
-        if success or not self.keep_on_failure:
+        if (success and self.remove_on_success) or (not success and not self.keep_on_failure):
             shutil.rmtree(self.root, ignore_errors=True)

@@ -43,18 +43,31 @@ PathLike = Union[str, os.PathLike]
 
 # --- atomic output directory -----------------------------------------------------------------
 
+def partial_directory(target: PathLike) -> Path:
+    """Where a resumable run keeps its work until it is complete: `<target>.partial/`."""
+    target = Path(os.path.expanduser(str(target)))
+    return target.parent / f"{target.name}.partial"
+
+
 class AtomicDirectory:
     """`with AtomicDirectory(target, overwrite) as tmp:` write into `tmp`; on success it becomes `target`.
 
     The refusal to overwrite is checked on entry (before any work) and again at the rename. On any
     exception, KeyboardInterrupt included, the temporary directory is removed and `target` is left
     as it was. With `overwrite`, an existing target is replaced only once the new one is complete.
+
+    `resumable=True`: the work happens in `<target>.partial/`, which is kept when the run fails so
+    that a later run with `resume=True` continues in it (a fresh resumable run refuses to start
+    over an existing one; a resume needs one).
     """
 
-    def __init__(self, target: PathLike, overwrite: bool = False):
+    def __init__(self, target: PathLike, overwrite: bool = False, resumable: bool = False, resume: bool = False):
         self.target = Path(os.path.expanduser(str(target)))
         self.overwrite = overwrite
-        self.tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
+        self.resumable = resumable or resume
+        self.resume = resume
+        self.tmp = partial_directory(self.target) if self.resumable else \
+            self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
 
     def check(self) -> None:
         if self.target.exists() and not self.target.is_dir():
@@ -62,10 +75,20 @@ class AtomicDirectory:
         if self.target.exists() and not self.overwrite:
             raise InputError(f"output directory {self.target} already exists (choose another --out or pass --overwrite)")
 
+    def check_partial(self) -> None:
+        if self.resume and not self.tmp.is_dir():
+            raise InputError(f"--resume: no interrupted run to continue ({self.tmp} does not exist); "
+                             "run without --resume")
+        if self.resumable and not self.resume and self.tmp.exists():
+            raise InputError(f"{self.tmp} holds an interrupted run: continue it with --resume, or delete it")
+
     def __enter__(self) -> Path:
         self.check()
+        self.check_partial()
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
+            if self.resume:
+                return self.tmp
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
             self.tmp.mkdir()
@@ -75,7 +98,8 @@ class AtomicDirectory:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            if not self.resumable:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             return False
         try:
             self.check()
@@ -87,7 +111,8 @@ class AtomicDirectory:
             else:
                 self.tmp.rename(self.target)
         except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            if not self.resumable:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             raise
         return False
 

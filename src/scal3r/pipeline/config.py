@@ -28,6 +28,8 @@ class ReconstructConfig:
     Chunking: `block_size` frames per chunk, consecutive chunks sharing `overlap` frames.
     loop: detect revisits and run loop chunks (in the same memory-synchronised pass).
     offload: keep the network's per-layer chunk state on disk (bounded RAM for very long videos).
+    resumable: work in `<out>.partial/` and keep it if the run fails (per-phase chunk state on
+    disk, a manifest of the settings and the input); resume: continue such a run.
     gt: ground truth to evaluate against (a synthetic-world directory or a TUM/KITTI file).
     """
 
@@ -44,6 +46,8 @@ class ReconstructConfig:
     dtype: str = "auto"
     resolution: Optional[int] = None
     offload: bool = False
+    resumable: bool = False
+    resume: bool = False  # implies resumable
     seed: int = 0
     stride: int = 1
     fps: Optional[float] = None

@@ -270,13 +270,16 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
     from scal3r.engine.distributed import is_main_process
 
     config.validate()
-    out = export.AtomicDirectory(config.out, config.overwrite)
+    resumable = config.resumable or config.resume
+    out = export.AtomicDirectory(config.out, config.overwrite, resumable=resumable, resume=config.resume)
     out.check()  # before any work: an existing output is refused at once
     device = resolve_device(config.device)
     # Under torchrun (the CLI joins the process group) every rank decodes the same frames and plans
     # the same chunks; the engine spreads the chunks over the ranks and hands all outputs to rank 0,
     # which alone runs the backend and writes the output folder.
     main = is_main_process()
+    if main:
+        out.check_partial()  # likewise a resume without a kept run, or a fresh one over it
     rank_device = _rank_device(device)
     dtype = resolve_dtype(config.dtype, device)
     gt = load_ground_truth(config.gt) if config.gt else None
@@ -296,13 +299,24 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         model, notes, trained = build_model(resolved)
         model.to(rank_device)
 
-    with (out if main else _scratch_directory()) as tmp:
+    with (out if main else _rank_directory(config, resumable)) as tmp:
         work = tmp / WORK_DIR
-        work.mkdir()
+        work.mkdir(exist_ok=config.resume or not main)
+        manifest = None
+        if resumable:
+            from scal3r.pipeline.resume import Manifest, input_fingerprint, settings_fingerprint
+
+            manifest = Manifest(work, tmp)
+            # A rank other than 0 that never got as far as writing its manifest starts afresh:
+            # nothing it skips could have been shared before its first memory layer.
+            manifest.start(settings_fingerprint(config, resolved),
+                           resume=config.resume and (main or (work / "manifest.json").is_file()))
         with monitor.stage("decode"):
             # With offload the frames live in a file too: resident memory then no longer grows
             # with the video's length through them.
             frames = decode_frames(source, progress, work / "frames.npy" if config.offload else None)
+        if manifest is not None:
+            manifest.check_input(input_fingerprint(frames.rgb8, frames.names))
         n = len(frames)
         monitor.set_items("decode", n)
         H, W = frames.size
@@ -321,14 +335,22 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             warnings.warn(UNTRAINED, UntrainedWeightsWarning, stacklevel=2)
         store = ChunkOutputStore(work / "chunks", BACKEND_KEYS)
         state = None
-        if config.offload:
+        if config.offload or resumable:
             from scal3r.engine.state import DiskStore
 
-            # Inside the temporary output: removed with it on failure, so nothing to keep.
-            state = DiskStore(work / "state", keep_on_failure=False)
+            # Inside the temporary output: removed with it (or, resumable, kept with it until the
+            # whole output is written, so a later --resume finds every rank's state).
+            state = DiskStore(work / "state", keep_on_failure=resumable, resume=config.resume,
+                              remove_on_success=not resumable)
+        from scal3r.engine.distributed import all_ranks_agree
+
+        network_done = manifest is not None and all_ranks_agree(manifest.done("network"), rank_device)
         with monitor.stage("network", items=len(chunks)):
-            run_chunks(model, frames.rgb8, chunks, sync=config.sync, store=state, device=rank_device, dtype=dtype,
-                       progress=progress, on_output=store.write)
+            if not network_done:
+                run_chunks(model, frames.rgb8, chunks, sync=config.sync, store=state, device=rank_device, dtype=dtype,
+                           progress=progress, on_output=store.write)
+                if manifest is not None:
+                    manifest.finish("network")
         del model
         if not main:  # this rank's chunks went to rank 0
             return ReconstructResult(out_dir=None, frames=n, chunks=len(ranges), loop_chunks=len(plan.frames),
@@ -383,6 +405,9 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             write_kitti(tmp / "gt_trajectory_kitti.txt", evaluation.gt_in_pred)
 
         shutil.rmtree(work)
+        if resumable:  # the other ranks' kept state (see _rank_directory)
+            for d in out.target.parent.glob(f"{out.target.name}.partial-rank*"):
+                shutil.rmtree(d, ignore_errors=True)
         accepted = sum(1 for r in rec.loops if r.accepted)
         summary = _summary(config, resolved, device, dtype, source, frames, ranges, plan, rec, cloud, monitor, notes, trained,
                            resolution, caught, loop_edges, real_times, n_chunks_run=len(chunks))
@@ -407,6 +432,23 @@ def _rank_device(device: str):
     if device == "cuda" and dist.is_available() and dist.is_initialized():
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def _rank_directory(config: ReconstructConfig, resumable: bool) -> Iterator[Path]:
+    """The work folder of a rank other than 0 (it writes no output): private and temporary, or,
+    resumable, `<out>.partial-rank<r>/` beside the output, kept until rank 0 has written the
+    output (rank 0 removes it then), so that a resumed group finds every rank's state."""
+    if not resumable:
+        with _scratch_directory() as d:
+            yield d
+        return
+    import torch.distributed as dist
+
+    path = export.partial_directory(config.out)
+    path = path.parent / f"{path.name}-rank{dist.get_rank()}"
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
 
 
 @contextlib.contextmanager
