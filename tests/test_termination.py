@@ -174,3 +174,46 @@ def test_resume_needs_a_kept_run_and_a_fresh_resumable_run_refuses_one(tmp_path)
     fresh = _run(["reconstruct", *common, "--resumable"], tmp_path)
     assert fresh.returncode == 2 and "holds an interrupted run" in fresh.stderr, fresh.stderr[-800:]
     assert (tmp_path / "out.partial").is_dir()  # never deleted behind the user's back
+
+
+def test_resumable_torchrun_run_resumes_on_every_rank(tmp_path):
+    """Two gloo ranks, --resumable, SIGTERM to torchrun inside the network pass: every rank keeps
+    its state (rank 0 in OUT.partial/, rank 1 in OUT.partial-rank1/); the same torchrun command with
+    --resume finishes, with the trajectory of an uninterrupted single-process run, and removes both."""
+    import socket
+
+    frames = _frames(tmp_path / "frames", 120)
+    common = [str(frames), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--no-loop"]
+    ref = _run(["reconstruct", *common, "--out", "ref", "--quiet"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-1500:]
+
+    def torchrun_argv():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "scal3r",
+                "reconstruct", *common, "--out", "out", "--resumable"]
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch), OMP_NUM_THREADS="1")
+    old = {k: os.environ.get(k) for k in ("TMPDIR", "OMP_NUM_THREADS")}
+    os.environ.update({k: env[k] for k in old})
+    try:
+        rc, err, _ = _start_and_signal(torchrun_argv(), "network:", signal.SIGTERM, tmp_path, module="",
+                                       until=lambda text: _network_fraction(text) >= 1 / 3)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert rc != 0 and "interrupted by SIGTERM" in err, err[-1500:]
+    assert (tmp_path / "out.partial").is_dir() and (tmp_path / "out.partial-rank1").is_dir(), err[-1500:]
+    resumed = subprocess.run([sys.executable, "-m", *torchrun_argv(), "--resume", "--quiet"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = np.loadtxt(tmp_path / "ref" / "trajectory_tum.txt")
+    b = np.loadtxt(tmp_path / "out" / "trajectory_tum.txt")
+    np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "out", "ref", "scratch"]
