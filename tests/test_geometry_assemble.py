@@ -77,6 +77,8 @@ def test_loop_closure_on_a_returning_drive_halves_ate():
     base = assemble(outs, ranges)
     closed = assemble(outs, ranges, loops=loops)
     assert all(r.accepted for r in closed.loops)
+    # Every loop passed the chain-consistency gate, and its report says by how much.
+    assert all(r.chi2 <= r.chi2_threshold for r in closed.loops)
     ate0, ate1 = ate_rmse(base.c2w, gt.c2w), ate_rmse(closed.c2w, gt.c2w)
     assert ate1 < 0.5 * ate0
 

@@ -15,22 +15,72 @@
   with the noisy camera (plus its own small noise).
 - optional drift that grows away from the reference row (heading and scale), as networks show.
 
+That is the "shared" noise model (the default): every chunk drifts at about one common rate, the
+model the backend's drift estimate assumes. `SimulationConfig(noise_model="independent")` selects
+a second, independently written model (`IndependentNoise`, `_independent_prediction`) that breaks
+the backend's assumptions on purpose: each chunk's own zero-mean yaw, pitch and scale drift rates
+(no common rate), pose errors that random-walk away from the reference row, heavy-tailed
+(Student-t in log-depth) depth errors, confidences that fall towards the top rows and with distance
+(sky and far structure least trusted), and a field of view biased per chunk (the geometry of a
+chunk is then not a similarity of the truth).
+
 `road_scene` makes cheap analytic ground truth (a ground plane and box buildings along a procedural
 road, ray-cast), and `simulate_descriptors` place-recognition descriptors for loop detection.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from scal3r.errors import InputError
 from scal3r.chunks import reference_row
-from scal3r.geometry.camera import (camera_rays, encode_pose_encoding, invert_rigid,
-                                    unproject_depth)
+from scal3r.geometry.camera import (camera_rays, encode_pose_encoding, fov_from_intrinsics, intrinsics_from_fov,
+                                    invert_rigid, unproject_depth)
 from scal3r.geometry.sim3 import sim3_inverse, sim3_matrix, sim3_split, so3_exp
+
+
+@dataclass
+class IndependentNoise:
+    """Settings of the "independent" noise model (`SimulationConfig(noise_model="independent")`).
+
+    Each figure is what a feed-forward multi-view network (VGGT-like, 60-frame chunks) plausibly
+    gets wrong, chosen from the size of the error it produces over one chunk, not from what any
+    backend test needs.
+    """
+
+    # Each chunk draws its own drift rates per frame away from its reference row, zero mean and
+    # independent from chunk to chunk: σ 0.01°/frame of yaw is ±0.3° at the ends of a 60-frame
+    # chunk (a few tenths of a degree of relative rotation error over a chunk), pitch half that
+    # (the horizon constrains it), and 0.1 %/frame of log-scale is ±3 % at the chunk ends.
+    yaw_drift_deg: float = 0.01
+    pitch_drift_deg: float = 0.005
+    scale_drift: float = 0.001
+    # Pose errors correlated along the chunk: a random walk away from the reference row with these
+    # steps per frame (0.02° and 0.1 % of the mean depth: ≈0.1° and 0.5 % after 30 frames).
+    rotation_walk_deg: float = 0.02
+    translation_walk: float = 0.001
+    # Log-depth errors Student-t with `depth_t_dof` degrees of freedom (3: heavy tails, finite
+    # variance), scale 1 % near the camera growing as (1 + d / depth_t_range); per-frame depth
+    # scale jitter of 0.5 %.
+    depth_t_dof: float = 3.0
+    depth_t_scale: float = 0.01
+    depth_t_range: float = 30.0
+    depth_frame_scale: float = 0.005
+    # Field of view too wide by 2 % ± 1 % per chunk (networks trained on a mix of lenses bias their
+    # focal estimate), the same for every frame of a chunk.
+    fov_bias: float = 0.02
+    fov_bias_sigma: float = 0.01
+    # Confidence 1 + peak·exp(−d / conf_range)·(row factor)·(log-normal jitter): the row factor
+    # rises linearly from `conf_top` at the top row to 1 at the bottom (sky and far structure sit
+    # at the top); sky pixels get ~1, the floor.
+    conf_peak: float = 10.0
+    conf_range: float = 25.0
+    conf_top: float = 0.2
+    conf_jitter: float = 0.2
+    points_noise: float = 0.002  # extra relative noise of world_points over the depth unprojection
 
 
 @dataclass
@@ -52,10 +102,17 @@ class SimulationConfig:
     drift_jitter: float = 0.5  # as rate × (1 + jitter·N(0, 1)): mostly one sign, as a network's bias
     sky_depth: float = 200.0  # metric depth reported for pixels that hit nothing
     seed: int = 0
+    # "shared": the model above (each chunk's drift near one common rate); "independent": the
+    # second model (`IndependentNoise`), which uses chunk_frame, chunk_scale_sigma, sky_depth and
+    # seed from here and its own settings in `independent` for everything else.
+    noise_model: str = "shared"
+    independent: IndependentNoise = field(default_factory=IndependentNoise)
 
     def __post_init__(self):
         if self.chunk_frame not in ("random", "reference"):
             raise ValueError(f"chunk_frame must be 'random' or 'reference', got {self.chunk_frame!r}")
+        if self.noise_model not in ("shared", "independent"):
+            raise ValueError(f"noise_model must be 'shared' or 'independent', got {self.noise_model!r}")
 
     @classmethod
     def noise_free(cls, seed: int = 0, chunk_frame: str = "random") -> "SimulationConfig":
@@ -91,6 +148,8 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 def _chunk_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, gt_depth: np.ndarray,
                       config: SimulationConfig, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """Predictions (numpy) for the rows `frames` in one chunk frame."""
+    if config.noise_model == "independent":
+        return _independent_prediction(frames, gt_c2w, gt_K, gt_depth, config, rng)
     n = len(frames)
     H, W = gt_depth.shape[-2:]
     c2w = gt_c2w[frames]
@@ -164,6 +223,91 @@ def _chunk_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, 
         "world_points": points,
         "world_points_conf": conf.copy(),
     }, chunk_to_world
+
+
+def _independent_prediction(frames: np.ndarray, gt_c2w: np.ndarray, gt_K: np.ndarray, gt_depth: np.ndarray,
+                            config: SimulationConfig, rng: np.random.Generator):
+    """The "independent" noise model (`IndependentNoise`): predictions for the rows `frames`."""
+    p = config.independent
+    n = len(frames)
+    H, W = gt_depth.shape[-2:]
+    K_true = gt_K[frames] if gt_K.ndim == 3 else np.broadcast_to(gt_K, (n, 3, 3))
+    z = gt_depth[frames].astype(np.float64)
+    sky = ~(np.isfinite(z) & (z > 0))
+    metric = np.where(sky, config.sky_depth, z)
+    mean_depth = float(z[~sky].mean()) if np.any(~sky) else 1.0
+    ref = reference_row(n)
+    k = (np.arange(n) - ref).astype(np.float64)
+
+    # The chunk's frame: its reference camera, one unit = mean depth × a log-normal error, then
+    # (chunk_frame="random") a random rigid motion. chunk_from_world is a similarity.
+    unit = mean_depth * float(np.exp(config.chunk_scale_sigma * rng.standard_normal()))
+    chunk_from_world = sim3_matrix(1.0 / unit, np.eye(3), np.zeros(3)) @ invert_rigid(gt_c2w[frames[ref]])
+    if config.chunk_frame == "random":
+        chunk_from_world = sim3_matrix(1.0, _random_rotation(rng), rng.standard_normal(3)) @ chunk_from_world
+    s_c, R_c, t_c = sim3_split(chunk_from_world)
+    rot = R_c @ gt_c2w[frames, :3, :3]  # true camera orientations in the chunk frame
+    centre = s_c * gt_c2w[frames, :3, 3] @ R_c.T + t_c
+
+    # This chunk's own drift rates (zero mean, independent of every other chunk): row ref+k is
+    # turned by k·yaw about the reference camera's up axis and k·pitch about its right axis, and
+    # scaled by exp(k·scale) about the reference camera; its depth scales with it.
+    yaw = np.radians(p.yaw_drift_deg) * rng.standard_normal()
+    pitch = np.radians(p.pitch_drift_deg) * rng.standard_normal()
+    log_scale = p.scale_drift * rng.standard_normal()
+    up, right = -rot[ref][:, 1], rot[ref][:, 0]
+    turn = so3_exp(k[:, None] * (yaw * up + pitch * right))  # (n, 3, 3)
+    grow = np.exp(k * log_scale)
+    centre = centre[ref] + grow[:, None] * np.einsum("nij,nj->ni", turn, centre - centre[ref])
+    rot = turn @ rot
+
+    # Random-walk pose errors accumulating outward from the reference row (which has none).
+    def walk(sigma, shape):
+        steps = sigma * rng.standard_normal((n,) + shape)
+        out = np.zeros((n,) + shape)
+        for r in range(ref + 1, n):
+            out[r] = out[r - 1] + steps[r]
+        for r in range(ref - 1, -1, -1):
+            out[r] = out[r + 1] + steps[r]
+        return out
+
+    rot = so3_exp(walk(np.radians(p.rotation_walk_deg), (3,))) @ rot
+    centre = centre + walk(p.translation_walk * mean_depth * s_c, (3,))
+    c2w = np.zeros((n, 4, 4))
+    c2w[:, :3, :3] = rot
+    c2w[:, :3, 3] = centre
+    c2w[:, 3, 3] = 1.0
+    w2c = invert_rigid(c2w)
+
+    # A field of view biased for the whole chunk: depth stays the network's z-depth per pixel, so
+    # unprojecting it with the biased intrinsics bends the geometry.
+    fov_h, fov_w = fov_from_intrinsics(K_true, H, W)
+    widen = 1.0 + p.fov_bias + p.fov_bias_sigma * rng.standard_normal()
+    K_pred = intrinsics_from_fov(np.clip(fov_h * widen, 1e-3, np.pi - 1e-3), np.clip(fov_w * widen, 1e-3, np.pi - 1e-3),
+                                 H, W)
+
+    # Heavy-tailed depth: Student-t in log-depth, growing with distance, and a per-frame scale.
+    log_err = p.depth_t_scale * (1.0 + metric / p.depth_t_range) * rng.standard_t(p.depth_t_dof, size=metric.shape)
+    log_err = log_err + p.depth_frame_scale * rng.standard_normal((n, 1, 1))
+    d_chunk = metric * np.exp(log_err) * s_c * grow[:, None, None]
+
+    # Confidence: low towards the top rows and far away, the floor on sky; it does not know the
+    # heavy-tailed errors.
+    row_factor = p.conf_top + (1.0 - p.conf_top) * np.arange(H, dtype=np.float64)[:, None] / max(H - 1, 1)
+    conf = 1.0 + p.conf_peak * np.exp(-metric / p.conf_range) * row_factor * np.exp(
+        p.conf_jitter * rng.standard_normal(metric.shape))
+    conf = np.where(sky, 1.0 + 0.02 * rng.random(metric.shape), conf)
+
+    points = unproject_depth(d_chunk, w2c, K_pred)
+    if p.points_noise > 0:
+        points = points + p.points_noise * d_chunk[..., None] * rng.standard_normal(points.shape)
+    return {
+        "pose_enc": encode_pose_encoding(w2c, K_pred, H, W),
+        "depth": d_chunk[..., None],
+        "depth_conf": conf,
+        "world_points": points,
+        "world_points_conf": conf.copy(),
+    }, sim3_inverse(chunk_from_world)
 
 
 def _as_torch(out: Dict[str, np.ndarray]):

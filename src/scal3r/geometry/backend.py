@@ -2,8 +2,10 @@
 
 Steps: decode each chunk's cameras; Sim(3) between consecutive chunks from the point maps of
 their shared frames; loop constraints from loop chunks (checked against the run's own sequential
-fits); with loops, a Sim(3) pose graph (without loops the chain of pairwise alignments is already
-the graph's optimum) that
+fits, then each gated on its own by its χ² against the sequential chain between its two chunks,
+with the chain's accumulated fit noise and drift — geometry.loops, "Chain-consistency gate" — so
+that a false loop is rejected even when no other loop outvotes it); with loops, a Sim(3) pose
+graph (without loops the chain of pairwise alignments is already the graph's optimum) that
 - weighs every constraint by its alignment's own information, so metres, radians and log-scale
   compare;
 - selects loops by graduated non-convexity of a Cauchy kernel, dropping the weakest loop at a time
@@ -28,7 +30,7 @@ from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
 from scal3r.chunks import reference_row
 from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid
 from scal3r.geometry.drift import DriftSample, canonical_frame, drift_jacobian, row_offsets, undistortion
-from scal3r.geometry.loops import LoopConfig, LoopReport, compose_loop_constraint, split_loop_ends
+from scal3r.geometry.loops import LoopConfig, LoopReport, chain_consistency, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
 from scal3r.geometry.sim3 import nearest_rotation, sim3_adjoint, sim3_inverse, sim3_split
 from scal3r.progress import ProgressFn, report
@@ -53,7 +55,14 @@ class BackendConfig:
     # Prior σ of the drift rate per row of (ρ in reference-depth units, ω in radians, σ in
     # log-scale): the size of drift expected from a network (a few thousandths of a degree and
     # a tenth of a percent per frame). It keeps directions that the loops hardly observe (with
-    # revisits at one place only) from soaking up noise.
+    # revisits at one place only) from soaking up noise. The loop gate (geometry.loops) uses the
+    # same prior, whatever `systematic` says, for the drift a chain accumulates between a loop's
+    # ends: 1e-4 rad/row (0.0057°/frame) is ±0.17° of heading and 1e-3/row ±3 % of scale at the
+    # ends of a 60-frame chunk, so one sequential alignment (30 frames of stride) drifts by ~0.17°
+    # and ~3 % (1σ), and 10 chunks by up to ~1.7° and ~30 % when the drift keeps one sign. (The
+    # figure models a network's chunk-level errors; it was not measured on a trained model here:
+    # our simulations' drift of 0.01°/frame and 0.1 %/frame, ~6 m ATE over 330 m without loops as
+    # in the report that motivated the gate, is 1–2σ of it.)
     drift_sigma: Tuple[float, float, float] = (1e-3, 1e-4, 1e-3)
     bias_sigma: Tuple[float, float, float] = (0.1, 0.05, 0.1)  # prior σ per alignment of (ρ, ω, σ)
     # Edge weights: "information" (each alignment's own uncertainty, so metres, radians and
@@ -74,7 +83,8 @@ class BackendConfig:
     def release(cls) -> "BackendConfig":
         """The Scal3R release's post-processing (sim3_wet on depth points, overlap halves)."""
         return cls(align=AlignConfig.release(), point_source="depth", ownership="halves", systematic="none",
-                   loop_weighting="unit", pose_graph=PoseGraphConfig(robust_kernel=None), min_loop_weight=0.0)
+                   loop_weighting="unit", pose_graph=PoseGraphConfig(robust_kernel=None), min_loop_weight=0.0,
+                   loop=LoopConfig(gate_quantile=None))
 
 
 @dataclass
@@ -332,7 +342,11 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
         poses = chain_poses([f.matrix for f in fits])
         loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress)
         if loop_edges:
-            poses, drift_rate, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config, views, ranges)
+            seq_maps, seq_sides, loop_maps, loop_sides = _drift_maps(views, fits, loop_edges, config)
+            loop_edges = _gate_loops(loop_edges, reports, fits, seq_sides, loop_sides, config)
+        if loop_edges:
+            poses, drift_rate, iterations = _solve_pose_graph(poses, fits, loop_edges, reports, config, views,
+                                                              seq_maps, loop_maps)
             report(progress, "pose_graph", 1, 1)
     return _compose_frames(views, ranges, poses, fits, reports, iterations, config, drift_rate)
 
@@ -362,12 +376,84 @@ def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
     return edges, reports
 
 
-def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views, ranges):
+def _drift_maps(views, fits, loop_edges, config: BackendConfig):
+    """Drift Jacobians (geometry.drift) of every constraint → (seq, seq_sides, loops, loop_sides):
+    seq [J (7, 7)] per sequential fit for one rate shared by all chunks (the pose graph's drift
+    model), seq_sides [(Jᵗ, Jˢ)] for the rates of its target and its source chunk alone, loops
+    {loop index: J} and loop_sides {loop index: (Jᵃ, Jᵇ, Jᴸ)} for the rates of chunk a, chunk b and
+    the loop chunk (the gate's model, geometry.loops). Zero where a fit keeps no point sample
+    (camera fallbacks), and everywhere when neither the gate nor the drift model needs them."""
+    zero = np.zeros((7, 7))
+    want_gate = config.loop.gate_quantile is not None and bool(loop_edges)
+    want_drift = "drift" in config.systematic
+    seq, seq_sides = [zero] * len(fits), [(zero, zero)] * len(fits)
+    loops = {k: zero for k, _, _ in loop_edges}
+    loop_sides = {k: (zero, zero, zero) for k, _, _ in loop_edges}
+    if not (want_gate or want_drift):
+        return seq, seq_sides, loops, loop_sides
+    est = config.align.scale_estimator
+    for b, f in enumerate(fits):
+        if f.method != "points":
+            continue
+        sample = DriftSample(views[b], views[b + 1], f, est)
+        if not sample.ok:
+            continue
+        if want_drift:
+            seq[b] = drift_jacobian(sample.fits)
+        if want_gate:
+            seq_sides[b] = (drift_jacobian(lambda r: sample.fits(r, "target")),
+                            drift_jacobian(lambda r: sample.fits(r, "source")))
+    for k, _, (side_a, side_b) in loop_edges:
+        sa = DriftSample(*side_a, est)
+        sb = DriftSample(*side_b, est)
+        if not (sa.ok and sb.ok):
+            continue
+        if want_drift:
+            loops[k] = drift_jacobian(lambda r: sa.fits(r) @ sim3_inverse(sb.fits(r)))
+        if want_gate:
+            # Each side maps the loop chunk (source) into its end's chunk (target).
+            fa, fb = sa.fits(np.zeros(7))[0], sb.fits(np.zeros(7))[0]
+            loop_sides[k] = (drift_jacobian(lambda r: sa.fits(r, "target") @ sim3_inverse(fb)),
+                             drift_jacobian(lambda r: fa @ sim3_inverse(sb.fits(r, "target"))),
+                             drift_jacobian(lambda r: sa.fits(r, "source") @ sim3_inverse(sb.fits(r, "source"))))
+    return seq, seq_sides, loops, loop_sides
+
+
+def _drift_covariance(config: BackendConfig) -> np.ndarray:
+    """(7, 7) prior covariance of the drift rate per row, (ρ, ω, σ), from `drift_sigma`."""
+    sr, sw, ss = config.drift_sigma
+    return np.diag(np.array([sr] * 3 + [sw] * 3 + [ss]) ** 2)
+
+
+def _gate_loops(loop_edges, reports, fits, seq_sides, loop_sides, config: BackendConfig):
+    """Chain-consistency gate (geometry.loops): each loop's χ² against the sequential fits between
+    its chunks; loops above the χ²₇ quantile are rejected (and reported). → the loops kept."""
+    if config.loop.gate_quantile is None:
+        return loop_edges
+    threshold = config.loop.gate_threshold()
+    Sd = _drift_covariance(config)
+    kept = []
+    for k, e, sides in loop_edges:
+        chain = range(e.i, e.j)
+        chi2, _, _ = chain_consistency(e.measurement, e.information, loop_sides[k], [fits[b].matrix for b in chain],
+                                       [fits[b].information for b in chain], [seq_sides[b] for b in chain], Sd)
+        reports[k].chi2, reports[k].chi2_threshold = chi2, threshold
+        if chi2 > threshold:
+            reports[k].accepted = False
+            reports[k].reason = (f"inconsistent with the sequential chain between chunks {e.i} and {e.j} "
+                                 f"(frames {reports[k].frames[0]}…{reports[k].frames[1]}): χ² {chi2:.1f} > "
+                                 f"{threshold:.1f} (χ²₇ {100 * config.loop.gate_quantile:g} %)")
+            warnings.warn(f"loop {k} dropped: {reports[k].reason}", RuntimeWarning, stacklevel=3)
+            continue
+        kept.append((k, e, sides))
+    return kept
+
+
+def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, views, seq_maps, loop_maps):
     """Sequential + loop edges → (optimised chunk poses, drift rate (7,), iterations); loops the
     solution disowns are dropped (and reported)."""
     seq = [Sim3Edge(b, b + 1, f.matrix, _information(f.information, config), "sequential") for b, f in enumerate(fits)]
     loops = [(k, dataclasses.replace(e, information=_information(e.information, config))) for k, e, _ in loop_edges]
-    sides_of = {k: sides for k, _, sides in loop_edges}
     use_drift = "drift" in config.systematic
     use_bias = "bias" in config.systematic
     sigmas = []
@@ -382,25 +468,14 @@ def _solve_pose_graph(poses, fits, loop_edges, reports, config: BackendConfig, v
     for b, e in enumerate(seq):
         maps = []
         if use_drift:
-            J = np.zeros((7, 7))
-            if fits[b].method == "points":
-                sample = DriftSample(views[b], views[b + 1], fits[b], config.align.scale_estimator)
-                if sample.ok:
-                    J = drift_jacobian(sample.fits)
-            maps.append(J)
+            maps.append(seq_maps[b])
         if use_bias:
             maps.append(sim3_adjoint(canonical_frame(views[e.j])))
         e.bias_map = np.concatenate(maps, axis=1)
     for k, e in loops:
         maps = []
         if use_drift:
-            J = np.zeros((7, 7))
-            side_a, side_b = sides_of[k]
-            sa = DriftSample(*side_a, config.align.scale_estimator)
-            sb = DriftSample(*side_b, config.align.scale_estimator)
-            if sa.ok and sb.ok:
-                J = drift_jacobian(lambda rates: sa.fits(rates) @ sim3_inverse(sb.fits(rates)))
-            maps.append(J)
+            maps.append(loop_maps[k])
         if use_bias:
             maps.append(np.zeros((7, 7)))  # a loop is not a sequential alignment
         e.bias_map = np.concatenate(maps, axis=1)
@@ -426,15 +501,22 @@ def _robust_solve(chain, seq_edges, loop_edges, reports, config: BackendConfig, 
     The kernel width is in units of the loops' own spread: multiplied by √(median loop χ² / 6.35)
     (the median of χ²₇) when that exceeds 1, so constraints whose information is optimistic by a
     common factor are not all taken for outliers.
+
+    The kernel is a vote among loops. With the chain-consistency gate on, a single loop left has
+    nothing to be outvoted by: the gate has already judged it against the chain, with the chain's
+    drift, which the graph's sequential information (fit noise only) does not carry — there the
+    kernel would only let go of a loop because the chain's noise looks smaller than its drift.
+    So one remaining loop is solved by least squares, not dropped.
     """
     active = list(loop_edges)
     iterations = 0
     l2 = dataclasses.replace(config.pose_graph, robust_kernel=None)
+    gated = config.loop.gate_quantile is not None
     while True:
         edges = seq_edges + [e for _, e in active]
         start = optimize_pose_graph(chain, edges, l2, bias_prior=prior)
         iterations += start.iterations
-        if config.pose_graph.robust_kernel is None or not active:
+        if config.pose_graph.robust_kernel is None or not active or (gated and len(active) == 1):
             for k, _ in active:
                 reports[k].weight = 1.0
             return start.poses, iterations, start.bias

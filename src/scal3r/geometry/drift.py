@@ -89,11 +89,19 @@ class DriftSample:
                  + points[None, :, 2:3] * A[:, None, :3, 2] + A[:, None, :3, 3])
         return points - k[rows][None, :, None] * moved
 
-    def fits(self, rates: np.ndarray) -> np.ndarray:
-        """(B, 4, 4) Sim(3)s source → target fitted on the sample with each drift rate (B, 7) undone."""
+    def fits(self, rates: np.ndarray, side: str = "both") -> np.ndarray:
+        """(B, 4, 4) Sim(3)s source → target fitted on the sample with each drift rate (B, 7) undone.
+
+        side: undo the rate in both chunks ("both", one rate shared by all chunks), or in the
+        "source" or "target" chunk only (that chunk's own rate, for drift independent per chunk).
+        """
+        if side not in ("both", "source", "target"):
+            raise ValueError(f"side must be 'both', 'source' or 'target', got {side!r}")
         rates = np.atleast_2d(rates)
-        src = self._undo(self.src, self.rows_src, self.k_src, self.G_src, rates)
-        tar = self._undo(self.tar, self.rows_tar, self.k_tar, self.G_tar, rates)
+        src = self._undo(self.src, self.rows_src, self.k_src, self.G_src, rates) if side != "target" else \
+            np.broadcast_to(self.src, (rates.shape[0],) + self.src.shape)
+        tar = self._undo(self.tar, self.rows_tar, self.k_tar, self.G_tar, rates) if side != "source" else \
+            np.broadcast_to(self.tar, (rates.shape[0],) + self.tar.shape)
         return _batched_umeyama(src, tar, self.weights, self.scale_estimator)
 
 
