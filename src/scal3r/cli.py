@@ -271,6 +271,9 @@ def _add_reconstruct(sub) -> None:
     _add_chunk_options(p)
     _add_frame_options(p)
     p.add_argument("--gt", default=None, metavar="PATH", help="ground truth: a synthetic-world folder or a TUM/KITTI trajectory file")
+    p.add_argument("--intrinsics", default=None, metavar="FILE",
+                   help="known calibration: intrinsics JSON, a 3×3 K as text (or one per frame), or a KITTI "
+                        "calib.txt; used instead of the predicted field of view wherever depth becomes points")
     p.add_argument("--resumable", action="store_true",
                    help="work in DIR.partial/ and keep it if the run is interrupted or fails (chunk state per "
                         "network layer on disk), so that --resume can continue it")
@@ -289,7 +292,9 @@ def _reconstruct_config(args, **overrides):
                   seed=args.seed, stride=getattr(args, "stride", 1), fps=getattr(args, "fps", None),
                   max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),
                   overwrite=args.overwrite, gt=getattr(args, "gt", None),
-                  resumable=getattr(args, "resumable", False), resume=getattr(args, "resume", False))
+                  resumable=getattr(args, "resumable", False), resume=getattr(args, "resume", False),
+                  intrinsics=getattr(args, "intrinsics", None) if getattr(args, "intrinsics", None) not in
+                  ("auto", "none") else None)
     values.update(overrides)
     return ReconstructConfig(**values)
 
@@ -363,6 +368,48 @@ def _run_reconstruct(args) -> int:
     _print_result(result)
     if not result.trained:
         print(f"note: {UNTRAINED}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="reconstruct and evaluate every sequence of a dataset (KITTI, TUM, ...)",
+                       description="Run `reconstruct` on each sequence of DATASET (as distributed under --root) into "
+                                   "OUT/<sequence>/, evaluate each with `scal3r eval`'s protocol (docs/benchmarks.md) "
+                                   "and write OUT/results.json and OUT/results.md. Finished sequences are kept, so "
+                                   "running the same command again continues an interrupted benchmark.")
+    p.add_argument("dataset", help="kitti, vkitti2, tum, eth3d, oxford-spires or generic")
+    p.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder, in the layout it ships in")
+    p.add_argument("--sequences", nargs="+", default=None, metavar="NAME", help="sequences to run (default: all)")
+    p.add_argument("--out", required=True, metavar="OUT", help="benchmark folder (created; reused to continue)")
+    p.add_argument("--intrinsics", choices=("auto", "none"), default="auto",
+                   help="auto: the dataset's calibration is used where depth becomes points; none: the predicted one")
+    p.add_argument("--camera", default=None, help="dataset camera (KITTI image_2 / image_0, VKITTI2 Camera_0, ...)")
+    _add_model_options(p, None)
+    _add_chunk_options(p)
+    _add_frame_options(p)
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import dataclasses
+
+    from scal3r.pipeline.bench import BenchConfig, results_table, run_bench
+
+    config = _reconstruct_config(args, input="", out="")
+    defaults = type(config)(input="", out="")
+    keep = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name not in ("input", "out", "gt", "overwrite", "resumable", "resume")
+            and getattr(config, f.name) != getattr(defaults, f.name)}
+    bench = BenchConfig(dataset=args.dataset, root=args.root, out=args.out, sequences=args.sequences,
+                        reconstruct=keep, intrinsics=args.intrinsics,
+                        dataset_options={"camera": args.camera} if args.camera else {})
+    progress = TerminalProgress(quiet=args.quiet)
+    try:
+        results = run_bench(bench, progress=progress)
+    finally:
+        progress.interrupt()
+    print(results_table(results))
+    print(f"results written to {args.out}/results.json and results.md")
     return 0
 
 
@@ -573,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scal3r {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_forward, _add_synth, _add_eval, _add_reconstruct, _add_demo, _add_train, _add_view):
+    for add in (_add_forward, _add_synth, _add_eval, _add_reconstruct, _add_bench, _add_demo, _add_train, _add_view):
         add(sub)
     return parser
 

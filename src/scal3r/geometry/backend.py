@@ -125,7 +125,8 @@ def _float_array(x) -> np.ndarray:
     return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
 
 
-def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) -> ChunkView:
+def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool,
+             intrinsics: Optional[np.ndarray] = None) -> ChunkView:
     for key in _KEYS:
         if key not in out:
             raise InputError(f"{label} has no '{key}'")
@@ -171,8 +172,14 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool) ->
             raise InputError(f"{label} has no 'world_points'/'world_points_conf' (point_source='world_points')")
         wp = _float_array(out["world_points"])
         wpc = _float_array(out["world_points_conf"])
+    usable = ~bad_fov
+    if intrinsics is not None:
+        # A known calibration replaces the predicted field of view wherever depth becomes points;
+        # then a broken predicted FoV no longer keeps a frame out of the alignments.
+        K = np.asarray(intrinsics, dtype=np.float64)[np.asarray(frames, dtype=np.int64)]
+        usable = np.ones(n, dtype=bool)
     return ChunkView(frames=np.asarray(frames, dtype=np.int64), w2c=w2c, K=K, depth=depth, depth_conf=conf,
-                     world_points=wp, world_points_conf=wpc, usable=~bad_fov)
+                     world_points=wp, world_points_conf=wpc, usable=usable)
 
 
 def _check_ranges(chunk_ranges, n_outputs: int) -> List[Tuple[int, int]]:
@@ -235,7 +242,7 @@ def frame_owners(chunk_ranges: Sequence[Tuple[int, int]], ownership: str = "halv
 
 
 def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales: np.ndarray, seq_ratios: np.ndarray,
-               config: BackendConfig) -> Tuple[Optional[tuple], LoopReport]:
+               config: BackendConfig, intrinsics: Optional[np.ndarray] = None) -> Tuple[Optional[tuple], LoopReport]:
     """Loop chunk → ((edge between its two chunks, its two alignments), report); None when rejected."""
     if "frames" not in loop:
         raise InputError(f"loop {k} has no 'frames'")
@@ -261,7 +268,7 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
     if ca > cb:
         ca, cb, shared_a, shared_b = cb, ca, shared_b, shared_a
     try:
-        view = _to_view(loop, frames, label, config.point_source == "world_points")
+        view = _to_view(loop, frames, label, config.point_source == "world_points", intrinsics)
     except InputError as err:
         return reject(str(err), (ca, cb))
     cfg = config.align
@@ -305,7 +312,7 @@ def _loop_edge(k: int, loop: Mapping, views: List[ChunkView], ranges, seq_scales
 
 def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Sequence[Mapping]] = None,
              config: Optional[BackendConfig] = None, progress: Optional[ProgressFn] = None,
-             chunk_poses: Optional[np.ndarray] = None) -> Reconstruction:
+             chunk_poses: Optional[np.ndarray] = None, intrinsics: Optional[np.ndarray] = None) -> Reconstruction:
     """Chunk outputs → per-frame cameras and depths in the first chunk's frame.
 
     chunk_outputs[b]: dict with rows in ascending frame order chunk_ranges[b][0] … [1]−1:
@@ -316,12 +323,19 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
       same per-row keys; each gives a constraint between the chunks holding its two ends.
     chunk_poses: optional (M, 4, 4) chunk → world Sim(3)s to use instead of estimating them
       (e.g. an oracle in simulations); they are re-expressed in the first chunk's frame.
+    intrinsics: optional (N, 3, 3) known K of every frame at the depth maps' size (pixel centres
+      at +0.5, the geometry's convention), used instead of the predicted field of view.
     """
     config = config or BackendConfig()
     ranges = _check_ranges(chunk_ranges, len(chunk_outputs))
     M = len(ranges)
     need_points = config.point_source == "world_points"
-    views = [_to_view(out, np.arange(s, e), f"chunk {b}", need_points) for b, (out, (s, e)) in
+    if intrinsics is not None:
+        intrinsics = np.asarray(intrinsics, dtype=np.float64)
+        n_frames = int(ranges[-1][1])
+        if intrinsics.shape != (n_frames, 3, 3):
+            raise InputError(f"intrinsics must be ({n_frames}, 3, 3) for {n_frames} frames, got {intrinsics.shape}")
+    views = [_to_view(out, np.arange(s, e), f"chunk {b}", need_points, intrinsics) for b, (out, (s, e)) in
              enumerate(zip(chunk_outputs, ranges))]
     H, W = views[0].depth.shape[-2:]
     for b, v in enumerate(views):
@@ -340,7 +354,7 @@ def assemble(chunk_outputs: Sequence[Mapping], chunk_ranges, loops: Optional[Seq
     else:
         fits = _align_sequence(views, ranges, config, progress)
         poses = chain_poses([f.matrix for f in fits])
-        loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress)
+        loop_edges, reports = _loop_edges(loops or [], views, ranges, fits, config, progress, intrinsics)
         if loop_edges:
             seq_maps, seq_sides, loop_maps, loop_sides = _drift_maps(views, fits, loop_edges, config)
             loop_edges = _gate_loops(loop_edges, reports, fits, seq_sides, loop_sides, config)
@@ -362,13 +376,13 @@ def _align_sequence(views, ranges, config: BackendConfig, progress) -> List[Sim3
     return fits
 
 
-def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress):
+def _loop_edges(loops, views, ranges, fits, config: BackendConfig, progress, intrinsics=None):
     reports: List[LoopReport] = []
     edges: List[Tuple[int, Sim3Edge, tuple]] = []  # (loop index, edge, its two alignments)
     seq_scales = np.array([f.scale for f in fits if f.method == "points"])
     seq_ratios = np.array([f.rms_residual / max(f.spread, 1e-300) for f in fits if f.method == "points"])
     for k, loop in enumerate(loops):
-        found, rep = _loop_edge(k, loop, views, ranges, seq_scales, seq_ratios, config)
+        found, rep = _loop_edge(k, loop, views, ranges, seq_scales, seq_ratios, config, intrinsics)
         reports.append(rep)
         if found is not None:
             edges.append((k, *found))

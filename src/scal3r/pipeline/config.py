@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from scal3r.errors import InputError, Scal3RError
@@ -31,6 +32,9 @@ class ReconstructConfig:
     resumable: work in `<out>.partial/` and keep it if the run fails (per-phase chunk state on
     disk, a manifest of the settings and the input); resume: continue such a run.
     gt: ground truth to evaluate against (a synthetic-world directory or a TUM/KITTI file).
+    intrinsics: a known calibration (`scal3r.io.intrinsics.read_known_intrinsics`: JSON, 3×3 text,
+    one per frame, or a KITTI calib.txt), used instead of the predicted field of view wherever
+    depth becomes points (alignment, loops, fusion, exports).
     """
 
     input: str
@@ -55,6 +59,7 @@ class ReconstructConfig:
     strict: bool = False
     overwrite: bool = False
     gt: Optional[str] = None
+    intrinsics: Optional[str] = None
     # Outputs.
     save_depth: bool = True  # depth/ and confidence/ per frame
     colmap: bool = True  # colmap/ text model
@@ -87,6 +92,8 @@ class ReconstructConfig:
                              f"{self.block_size} (consecutive chunks must share frames to be aligned)")
         if self.resolution is not None and self.resolution < 14:
             raise InputError(f"--resolution must be at least 14 pixels, got {self.resolution}")
+        if self.intrinsics is not None and not Path(self.intrinsics).is_file():
+            raise InputError(f"--intrinsics: file not found: {self.intrinsics}")
         if self.max_loops < 0:
             raise InputError(f"max_loops must be >= 0, got {self.max_loops}")
 

@@ -319,6 +319,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             manifest.check_input(input_fingerprint(frames.rgb8, frames.names))
         n = len(frames)
         monitor.set_items("decode", n)
+        K_given = _given_intrinsics(config, frames) if config.intrinsics else None
         H, W = frames.size
         if not 0 < resolved.overlap < resolved.block_size:
             raise InputError(f"overlap {resolved.overlap} must be in [1, block size {resolved.block_size})")
@@ -363,7 +364,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         with monitor.stage("backend"):
             rec = assemble([store.load(b) for b in range(m)], ranges,
                            loops=[store.load(m + k) for k in range(len(plan.frames))],
-                           config=BackendConfig(), progress=progress)
+                           config=BackendConfig(), progress=progress, intrinsics=K_given)
 
         with monitor.stage("fusion"):
             cloud = fuse_reconstruction(rec, colors=_FrameColors(frames),
@@ -420,6 +421,26 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
                              seconds=monitor.total_seconds, peak_rss_mib=monitor.peak_rss_mib, trained=trained,
                              notes=notes, metrics=None if evaluation is None else evaluation.metrics,
                              summary=summary)
+
+
+def _given_intrinsics(config: ReconstructConfig, frames) -> np.ndarray:
+    """--intrinsics → K (N, 3, 3) at the network size, in the geometry's convention (pixel centres
+    at +0.5; the file's are OpenCV's, at integers), through each frame's resize and crop."""
+    import re
+
+    import torch
+
+    from scal3r.io.intrinsics import read_known_intrinsics
+
+    h, w = frames.transforms[0].input_hw
+    # A KITTI calib.txt holds P0..P3: the camera is the one whose image_N folder is the input.
+    match = re.search(r"image_(\d)", str(config.input))
+    K = read_known_intrinsics(config.intrinsics, len(frames), (w, h), camera=int(match.group(1)) if match else 2)
+    K = K.copy()
+    K[:, 0, 2] += 0.5
+    K[:, 1, 2] += 0.5
+    return np.stack([frames.transforms[i].intrinsics_to_output(torch.from_numpy(K[i])).numpy()
+                     for i in range(len(frames))])
 
 
 def _rank_device(device: str):
@@ -576,6 +597,7 @@ def _summary(config, resolved, device, dtype, source, frames, ranges, plan, rec,
                     "pair_methods": [f.method for f in rec.pair_fits]},
         "points": int(cloud.points.shape[0]),
         "voxel_size": cloud.voxel_size,
+        "intrinsics_source": "given" if config.intrinsics else "predicted",
         "model": {"preset": None if config.model_config else config.preset, "config": config.model_config,
                   "weights": str(resolved.weights) if resolved.weights else None, "source": resolved.source,
                   "sync": bool(config.sync), "block_size": resolved.block_size, "overlap": resolved.overlap,
