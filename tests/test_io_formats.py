@@ -144,3 +144,30 @@ def test_intrinsics_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text('{"K": [1, 2]}')
     with pytest.raises(InputError):
         read_intrinsics(tmp_path / "bad.json")
+
+
+def test_known_intrinsics_formats_and_refusals(tmp_path):
+    from scal3r.errors import InputError
+    from scal3r.io.intrinsics import read_known_intrinsics, write_intrinsics
+
+    K = np.array([[100.0, 0, 63.5], [0, 101.0, 35.5], [0, 0, 1]])
+    (tmp_path / "k.txt").write_text("\n".join(" ".join(map(str, r)) for r in K))
+    np.testing.assert_array_equal(read_known_intrinsics(tmp_path / "k.txt", 3, (128, 72)), np.stack([K] * 3))
+    # JSON for another image size is rescaled with pixel centres kept on centres.
+    write_intrinsics(tmp_path / "k.json", K, 128, 72)
+    K2 = read_known_intrinsics(tmp_path / "k.json", 2, (256, 144))[0]
+    np.testing.assert_allclose(K2, [[200, 0, 127.5], [0, 202, 71.5], [0, 0, 1]])
+    P = np.hstack([K, [[5.0], [0], [0]]])
+    (tmp_path / "calib.txt").write_text("".join(f"P{k}: " + " ".join(map(str, (P * (k + 1)).ravel())) + "\n"
+                                                for k in range(4)))
+    np.testing.assert_allclose(read_known_intrinsics(tmp_path / "calib.txt", 1, (128, 72), camera=0)[0], K)
+    for text, n, match in (("1 2 3", 3, "expected 9"), ("-1 0 1 0 1 1 0 0 1", 1, "positive"),
+                           (" ".join(["1 0 1 0 1 1 0 0 1"] * 2), 3, "expected 9"),
+                           ("1 0 1 0 1 1 0 1 1", 1, "last row")):
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(InputError, match=match) as e:
+            read_known_intrinsics(tmp_path / "bad.txt", n, (128, 72))
+        assert "\n" not in str(e.value)
+    write_intrinsics(tmp_path / "per.json", np.stack([K] * 2), 128, 72)
+    with pytest.raises(InputError, match="2 matrices for 3 frames"):
+        read_known_intrinsics(tmp_path / "per.json", 3, (128, 72))

@@ -274,6 +274,9 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--intrinsics", default=None, metavar="FILE",
                    help="known calibration: intrinsics JSON, a 3×3 K as text (or one per frame), or a KITTI "
                         "calib.txt; used instead of the predicted field of view wherever depth becomes points")
+    p.add_argument("--output-resolution", choices=("network", "input"), default="network",
+                   help="input: depth/, confidence/ and colmap/ (cameras and images) at the original frame size, "
+                        "intrinsics rescaled with them")
     p.add_argument("--resumable", action="store_true",
                    help="work in DIR.partial/ and keep it if the run is interrupted or fails (chunk state per "
                         "network layer on disk), so that --resume can continue it")
@@ -293,6 +296,7 @@ def _reconstruct_config(args, **overrides):
                   max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),
                   overwrite=args.overwrite, gt=getattr(args, "gt", None),
                   resumable=getattr(args, "resumable", False), resume=getattr(args, "resume", False),
+                  output_resolution=getattr(args, "output_resolution", "network"),
                   intrinsics=getattr(args, "intrinsics", None) if getattr(args, "intrinsics", None) not in
                   ("auto", "none") else None)
     values.update(overrides)

@@ -60,7 +60,9 @@ class ReconstructConfig:
     overwrite: bool = False
     gt: Optional[str] = None
     intrinsics: Optional[str] = None
-    # Outputs.
+    # Outputs. "input": depth/, confidence/ and colmap/ at each frame's original size (intrinsics
+    # rescaled with them; colmap/images/ are the original frames), "network": at the network size.
+    output_resolution: str = "network"
     save_depth: bool = True  # depth/ and confidence/ per frame
     colmap: bool = True  # colmap/ text model
     colmap_images: bool = True  # colmap/images/ with the network-size frames the cameras describe
@@ -94,6 +96,8 @@ class ReconstructConfig:
             raise InputError(f"--resolution must be at least 14 pixels, got {self.resolution}")
         if self.intrinsics is not None and not Path(self.intrinsics).is_file():
             raise InputError(f"--intrinsics: file not found: {self.intrinsics}")
+        if self.output_resolution not in ("network", "input"):
+            raise InputError(f"--output-resolution must be network or input, got {self.output_resolution!r}")
         if self.max_loops < 0:
             raise InputError(f"max_loops must be >= 0, got {self.max_loops}")
 

@@ -375,7 +375,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         K_input = np.stack([frames.transforms[i].intrinsics_to_input(torch.from_numpy(rec.K[i])).numpy()
                             for i in range(n)])
         with monitor.stage("export", items=n):
-            _export(tmp, config, rec, cloud, frames, timestamps, K_input, progress)
+            _export(tmp, config, rec, cloud, frames, timestamps, K_input, progress, source)
 
         evaluation = None
         if gt is not None:
@@ -510,9 +510,35 @@ def _loop_edges(rec, plan) -> List[Tuple[int, int, bool]]:
     return edges
 
 
-def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps, K_input, progress) -> None:
+def to_input_size(image: np.ndarray, transform) -> np.ndarray:
+    """A network-size map (h, w) back on the frame's original pixel grid (H_in, W_in), nearest
+    neighbour through the frame's resize and crop; 0 where the crop cut the frame."""
+    h_in, w_in = transform.input_hw
+    sx, sy = transform.scale_xy
+    top, left = transform.crop_tl
+    h, w = image.shape[:2]
+    # Input pixel centre (u + 0.5) lands at (u + 0.5)·s − crop in network pixels (corner coordinates).
+    cols = np.floor((np.arange(w_in) + 0.5) * sx).astype(np.int64) - left
+    rows = np.floor((np.arange(h_in) + 0.5) * sy).astype(np.int64) - top
+    ok_c, ok_r = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
+    out = np.zeros((h_in, w_in) + image.shape[2:], dtype=image.dtype)
+    out[np.ix_(ok_r, ok_c)] = image[np.ix_(rows[ok_r], cols[ok_c])]
+    return out
+
+
+def _original_frames(source, frames) -> Iterator[Tuple[int, np.ndarray]]:
+    """(frame index, uint8 (H_in, W_in, 3) as decoded) for every kept frame, decoded again."""
+    wanted = {int(s): i for i, s in enumerate(frames.source_indices)}
+    for source_index, _, rgb, _ in source._decoded():
+        if int(source_index) in wanted and not isinstance(rgb, str):
+            yield wanted[int(source_index)], rgb
+
+
+def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps, K_input, progress,
+            source=None) -> None:
     n = rec.n_frames
     H, W = frames.size
+    at_input = config.output_resolution == "input"
     export.write_trajectories(tmp, rec.c2w, timestamps)
     export.write_release_mat(tmp / "mat.txt", rec.release_c2w())
     export.write_intrinsics_json(tmp / "intrinsics.json", rec.K, W, H, K_input=K_input,
@@ -526,8 +552,11 @@ def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps
         for folder in ("depth", "confidence"):
             (tmp / folder).mkdir()
         for i in range(n):
-            np.save(tmp / "depth" / export.frame_file(i), np.ascontiguousarray(rec.depth[i], dtype=np.float32))
-            np.save(tmp / "confidence" / export.frame_file(i), np.ascontiguousarray(rec.depth_conf[i], dtype=np.float32))
+            depth, conf = np.asarray(rec.depth[i], np.float32), np.asarray(rec.depth_conf[i], np.float32)
+            if at_input:
+                depth, conf = to_input_size(depth, frames.transforms[i]), to_input_size(conf, frames.transforms[i])
+            np.save(tmp / "depth" / export.frame_file(i), np.ascontiguousarray(depth))
+            np.save(tmp / "confidence" / export.frame_file(i), np.ascontiguousarray(conf))
             done += 1
             report(progress, "export", done, steps)
     if config.colmap:
@@ -537,11 +566,20 @@ def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps
             keep = np.sort(np.random.default_rng(config.seed).choice(points.shape[0], config.colmap_max_points,
                                                                       replace=False))
             points, colors = points[keep], None if colors is None else colors[keep]
-        export.write_colmap(tmp / "colmap", rec.c2w, rec.K, W, H, names, points, colors)
+        if at_input:
+            sizes = {t.input_hw for t in frames.transforms}
+            if len(sizes) > 1:
+                raise InputError("--output-resolution input with COLMAP output needs frames of one size; "
+                                 f"these have {len(sizes)} sizes")
+            h_in, w_in = sizes.pop()
+            export.write_colmap(tmp / "colmap", rec.c2w, K_input, w_in, h_in, names, points, colors)
+        else:
+            export.write_colmap(tmp / "colmap", rec.c2w, rec.K, W, H, names, points, colors)
         if config.colmap_images:
             (tmp / "colmap" / "images").mkdir()
-            for i in range(n):
-                _save_jpeg(tmp / "colmap" / "images" / names[i], frames.hwc(i))
+            images = _original_frames(source, frames) if at_input else ((i, frames.hwc(i)) for i in range(n))
+            for i, rgb in images:
+                _save_jpeg(tmp / "colmap" / "images" / names[i], rgb)
                 done += 1
                 report(progress, "export", done, steps)
 
