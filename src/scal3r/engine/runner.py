@@ -32,6 +32,7 @@ from torch import Tensor
 
 from scal3r.chunks import OUTPUT_KEYS, output_shapes, reference_first_order, rows_ascending, validate_ranges
 from scal3r.engine.distributed import all_ranks_agree
+from scal3r.engine.heap import retained_heap
 from scal3r.engine.state import DiskStore, MemoryStore
 from scal3r.engine.sync import make_accumulator
 from scal3r.errors import InputError, Scal3RError
@@ -116,7 +117,11 @@ def infer_chunks(
         store = MemoryStore(device)  # on a GPU, chunk state waits in host RAM between layers
     outs = run_chunks(model, images, fed, sync=sync, sum_order=sum_order, store=store, device=device,
                       dtype=dtype, progress=progress, trace=trace)
-    return None if outs is None else [rows_ascending(o) for o in outs]
+    if outs is None:
+        return None
+    for i, out in enumerate(outs):  # in place: each chunk's fed-order rows are freed as soon as replaced
+        outs[i] = rows_ascending(out)
+    return outs
 
 
 @torch.no_grad()
@@ -167,11 +172,12 @@ def run_chunks(
     mine = list(rank_chunks(len(chunks), rank, world))
     ok = False
     try:
-        outputs = _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, device, dtype,
-                             progress, trace, ids, on_update, on_output if not distributed else None,
-                             distributed, group)
-        if distributed:
-            outputs = _gather_to_rank0(outputs, chunks, mine, H, W, rank, world, device, on_output, group)
+        with retained_heap():  # freed activations are reused, not paged in afresh by every op
+            outputs = _run_local(model, agg, images, chunks, mine, H, W, sync, sum_order, store, device, dtype,
+                                 progress, trace, ids, on_update, on_output if not distributed else None,
+                                 distributed, group)
+            if distributed:
+                outputs = _gather_to_rank0(outputs, chunks, mine, H, W, rank, world, device, on_output, group)
         ok = True
         return outputs
     except RuntimeError as e:
