@@ -14,6 +14,12 @@ graph (without loops the chain of pairwise alignments is already the graph's opt
   at the end of a long drive makes observable, and undoes it in every frame;
 then every frame from the chunk where it is most central, moved into the first chunk's frame.
 `BackendConfig.release()` reproduces the release's post-processing instead.
+
+Memory: chunk outputs may be arrays or row sources (`geometry.framemaps`, e.g. the pipeline's
+`NpyRows`, which read a depth row from its file when asked). With row sources nothing per pixel
+is held: each alignment reads the rows of the frames its two chunks share, and the
+reconstruction's depth and confidence are `FrameMaps`, computed on access from the owning chunk's
+row and the frame's scale. What stays per frame is its camera, intrinsics and scale.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from scal3r.geometry.align import AlignConfig, ChunkView, Sim3Fit, align_views
 from scal3r.chunks import reference_row
 from scal3r.geometry.camera import as_numpy, decode_pose_encoding, invert_rigid
 from scal3r.geometry.drift import DriftSample, canonical_frame, drift_jacobian, row_offsets, undistortion
+from scal3r.geometry.framemaps import FrameMaps, SqueezedRows, is_row_source
 from scal3r.geometry.loops import LoopConfig, LoopReport, chain_consistency, compose_loop_constraint, split_loop_ends
 from scal3r.geometry.posegraph import PoseGraphConfig, Sim3Edge, chain_poses, optimize_pose_graph
 from scal3r.geometry.sim3 import nearest_rotation, sim3_adjoint, sim3_inverse, sim3_split
@@ -93,8 +100,11 @@ class Reconstruction:
 
     c2w: np.ndarray  # (N, 4, 4) float64 rigid camera-to-world (rotation orthonormal)
     K: np.ndarray  # (N, 3, 3) float64 intrinsics
-    depth: np.ndarray  # (N, H, W) float32 z-depth in world units (chunk depth × chunk scale)
-    depth_conf: np.ndarray  # (N, H, W) float32 confidence of the owning chunk
+    # (N, H, W) float32 z-depth in world units (chunk depth × frame scale) and the owning chunk's
+    # confidence: `FrameMaps` from `assemble` (depth[i] read and scaled on access; np.asarray
+    # for the whole array), or arrays.
+    depth: FrameMaps
+    depth_conf: FrameMaps
     chunk_sim3: np.ndarray  # (M, 4, 4) [[sR, t], [0, 1]]: chunk frame → world
     src_chunk: np.ndarray  # (N,) chunk that supplied each frame
     src_row: np.ndarray  # (N,) row of the frame in that chunk (ascending order)
@@ -130,19 +140,20 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool,
     for key in _KEYS:
         if key not in out:
             raise InputError(f"{label} has no '{key}'")
-    # Keep float64 when given (simulations); network outputs stay float32 to save memory.
-    depth = _float_array(out["depth"])
+    # Keep float64 when given (simulations); network outputs stay float32 to save memory. Row
+    # sources (files read a row at a time) stay row sources.
+    depth = _float_rows(out["depth"])
     if depth.ndim == 4 and depth.shape[-1] == 1:
-        depth = depth[..., 0]
+        depth = SqueezedRows(depth) if is_row_source(depth) else depth[..., 0]
     if depth.ndim != 3:
         raise InputError(f"{label}: depth must be (n, H, W) or (n, H, W, 1), got {tuple(depth.shape)}")
     n, H, W = depth.shape
     if n != len(frames):
         raise InputError(f"{label} has {n} depth rows for {len(frames)} frames")
-    conf = _float_array(out["depth_conf"])
+    conf = _float_rows(out["depth_conf"])
     if conf.ndim == 4 and conf.shape[-1] == 1:
-        conf = conf[..., 0]
-    if conf.shape != depth.shape:
+        conf = SqueezedRows(conf) if is_row_source(conf) else conf[..., 0]
+    if tuple(conf.shape) != tuple(depth.shape):
         raise InputError(f"{label}: depth_conf shape {tuple(conf.shape)} differs from depth {tuple(depth.shape)}")
     pose_enc = as_numpy(out["pose_enc"])
     if pose_enc.shape != (n, 9):
@@ -162,9 +173,9 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool,
         w2c, K = decode_pose_encoding(pose_enc, H, W)
     except InputError as err:
         raise InputError(f"{label}: {err}") from None
-    bad = ~np.isfinite(depth) | ~np.isfinite(conf)
-    if bad.any():
-        warnings.warn(f"{label}: {bad.mean():.1%} of depth/confidence values are NaN or infinite; "
+    bad_share = _non_finite_share(depth, conf)
+    if bad_share > 0:
+        warnings.warn(f"{label}: {bad_share:.1%} of depth/confidence values are NaN or infinite; "
                       "they are ignored", RuntimeWarning, stacklevel=3)
     wp = wpc = None
     if need_points:
@@ -180,6 +191,29 @@ def _to_view(out: Mapping, frames: np.ndarray, label: str, need_points: bool,
         usable = np.ones(n, dtype=bool)
     return ChunkView(frames=np.asarray(frames, dtype=np.int64), w2c=w2c, K=K, depth=depth, depth_conf=conf,
                      world_points=wp, world_points_conf=wpc, usable=usable)
+
+
+def _float_rows(x):
+    """`_float_array`, except that a float32/float64 row source stays one (read when used)."""
+    if is_row_source(x):
+        if np.dtype(x.dtype) not in (np.float32, np.float64):
+            raise InputError(f"chunk outputs of dtype {x.dtype}: expected float32 or float64")
+        return x
+    return _float_array(x)
+
+
+def _non_finite_share(depth, conf) -> float:
+    """Share of depth/confidence pixels where either is NaN or infinite (a few rows at a time
+    for row sources, so a chunk is never all in memory)."""
+    if not is_row_source(depth) and not is_row_source(conf):
+        bad = ~np.isfinite(depth) | ~np.isfinite(conf)
+        return float(bad.mean()) if bad.any() else 0.0
+    n = int(depth.shape[0])
+    count = 0
+    for start in range(0, n, 8):
+        rows = slice(start, min(start + 8, n))
+        count += int(np.count_nonzero(~np.isfinite(np.asarray(depth[rows])) | ~np.isfinite(np.asarray(conf[rows]))))
+    return count / float(np.prod(depth.shape)) if count else 0.0
 
 
 def _check_ranges(chunk_ranges, n_outputs: int) -> List[Tuple[int, int]]:
@@ -572,8 +606,6 @@ def _compose_frames(views, ranges, poses, fits, reports, iterations, config: Bac
     rotations = nearest_rotation(rotations)  # float32 SVDs (release mode) leave ~1e-7 non-orthogonality
     c2w = np.zeros((N, 4, 4))
     K = np.zeros((N, 3, 3))
-    depth = np.empty((N, H, W), dtype=np.float32)
-    depth_conf = np.empty((N, H, W), dtype=np.float32)
     scale_of_frame = np.ones(N)
     for b, v in enumerate(views):
         frames = np.nonzero(src_chunk == b)[0]
@@ -592,9 +624,10 @@ def _compose_frames(views, ranges, poses, fits, reports, iterations, config: Bac
         c2w[frames, :3, 3] = scales[b] * local[:, :3, 3] @ rotations[b].T + translations[b]
         c2w[frames, 3, 3] = 1.0
         K[frames] = v.K[rows]
-        depth[frames] = v.depth[rows] * frame_scale[:, None, None]
         scale_of_frame[frames] = frame_scale
-        depth_conf[frames] = v.depth_conf[rows]
+    # Depth and confidence stay in the chunk outputs: frame i is read (and scaled) on access.
+    depth = FrameMaps([v.depth for v in views], src_chunk, src_row, (H, W), scale=scale_of_frame)
+    depth_conf = FrameMaps([v.depth_conf for v in views], src_chunk, src_row, (H, W))
     return Reconstruction(c2w=c2w, K=K, depth=depth, depth_conf=depth_conf, chunk_sim3=poses, src_chunk=src_chunk,
                           src_row=src_row, frame_scale=scale_of_frame, pair_fits=fits, loops=reports,
                           pose_graph_iterations=iterations, drift_rate=drift_rate)

@@ -163,18 +163,38 @@ class LoopCandidate:
 def find_loop_candidates(descriptors, config: Optional[LoopConfig] = None) -> List[LoopCandidate]:
     """(N, D) descriptors → revisit pairs, strongest first, after non-maximum suppression."""
     config = config or LoopConfig()
-    d = as_numpy(descriptors, dtype=np.float64)
+    # The descriptors stay as given (float32 from `thumbnail_descriptors`, 4 KiB a frame); rows
+    # become unit float64 a block at a time (the same numbers as normalising them all at once).
+    d = descriptors if isinstance(descriptors, np.ndarray) else as_numpy(descriptors, dtype=None)
     if d.ndim != 2:
         raise InputError(f"descriptors must be (N, D), got shape {d.shape}")
-    d = d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        x = as_numpy(rows, dtype=np.float64)
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
     n = d.shape[0]
     if n < 2:
         return []
     k = min(config.top_k + 1, n)
     pairs = {}
-    # Blocked similarity so that 5000 frames do not need an N×N matrix at once.
-    for start in range(0, n, 1024):
-        sim = d[start:start + 1024] @ d.T
+    # Blocked similarity: a block of rows against all frames, the columns a block at a time, so
+    # that neither an N×N matrix nor a float64 copy of all descriptors is ever held (a few
+    # rows × N similarities at most: memory does not grow with the square of the video).
+    # Powers of two (≤ 1024, the block of earlier versions): BLAS treats a block's last few rows
+    # (beyond its register tile) differently, so blocks that divide 1024 give the same numbers.
+    rows_per_block = 1 << max(4, min(10, ((1 << 20) // n).bit_length() - 1))
+    cols_per_block = 1024
+    for start in range(0, n, rows_per_block):
+        block = unit(d[start:start + rows_per_block])
+        if block.shape[0] == n:
+            sim = block @ block.T  # one block (≤ 1024 frames): numpy's symmetric product, as before
+        elif n <= cols_per_block:
+            sim = block @ unit(d).T
+        else:
+            sim = np.empty((block.shape[0], n))
+            for c in range(0, n, cols_per_block):
+                sim[:, c:c + cols_per_block] = block @ unit(d[c:c + cols_per_block]).T
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         for r in range(sim.shape[0]):
             i = start + r

@@ -259,9 +259,43 @@ def read_colmap_images(path: PathLike) -> List[dict]:
 
 # --- point cloud and summary -----------------------------------------------------------------
 
-def write_points(path: PathLike, points: np.ndarray, colors: Optional[np.ndarray]) -> None:
-    """Binary coloured PLY (colours as floats in [0, 1] or uint8)."""
-    write_ply(path, np.asarray(points, dtype=np.float32).reshape(-1, 3), colors)
+def write_points(path: PathLike, points: np.ndarray, colors: Optional[np.ndarray], block: int = 1 << 16) -> None:
+    """Binary coloured PLY (colours as floats in [0, 1] or uint8): the bytes of
+    `scal3r.io.ply.write_ply`, converted and written `block` points at a time so that a large
+    cloud is never copied whole. points and colors may be row sources (`NpyRows` of a spilled
+    cloud), read a block at a time."""
+    if isinstance(points, np.ndarray) or not hasattr(points, "shape"):
+        points = np.asarray(points).reshape(-1, 3)
+    if colors is not None and (isinstance(colors, np.ndarray) or not hasattr(colors, "shape")):
+        colors = np.asarray(colors)
+    n = int(points.shape[0])
+    if tuple(points.shape) != (n, 3):
+        raise InputError(f"expected points of shape (N, 3), got {tuple(points.shape)}")
+    if colors is not None and tuple(colors.shape) != (n, 3):
+        raise InputError(f"expected colours of shape ({n}, 3), got {tuple(colors.shape)}")
+    if n <= block:
+        write_ply(path, np.asarray(points[:], dtype=np.float32), None if colors is None else np.asarray(colors[:]))
+        return
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    header = ["ply", "format binary_little_endian 1.0", "comment written by scal3r", f"element vertex {n}",
+              "property float x", "property float y", "property float z"]
+    if colors is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header.append("end_header")
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        for start in range(0, n, block):
+            p = np.asarray(points[start:start + block], dtype=np.float32).reshape(-1, 3)
+            record = np.empty(p.shape[0], dtype=fields)
+            record["x"], record["y"], record["z"] = p[:, 0], p[:, 1], p[:, 2]
+            if colors is not None:
+                c = np.asarray(colors[start:start + block])
+                if c.dtype != np.uint8:
+                    scale = 255.0 if np.issubdtype(c.dtype, np.floating) else 1.0
+                    c = np.clip(np.rint(c.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+                record["red"], record["green"], record["blue"] = c[:, 0], c[:, 1], c[:, 2]
+            f.write(record.tobytes())
 
 
 def json_ready(x):

@@ -1,11 +1,16 @@
 """`reconstruct(config)`: frames → chunks (+ loop chunks) → network → backend → fusion → exports.
 
-Memory stays bounded by the frames (uint8 at the network size, 3·H·W bytes each) plus about one
-chunk's outputs: the network streams every chunk's outputs to memory-mapped `.npy` files in a work
-folder as soon as they exist (only what the backend reads: pose encoding, depth, confidence), the
-backend reads them back through the page cache, and fusion adds one frame at a time to a voxel
-grid. Everything is written inside a temporary sibling of the output directory, renamed into place
-at the very end (see `scal3r.io.export.AtomicDirectory`).
+Memory stays bounded by the frames (uint8 at the network size, 3·H·W bytes each; with offload in a
+file, read a chunk at a time) plus about one chunk's outputs: the network streams every chunk's
+outputs to `.npy` files in a work folder as soon as they exist (only what the backend reads: pose
+encoding, depth, confidence), the backend reads them back a chunk pair at a time and keeps per
+frame only cameras and a scale (`Reconstruction.depth` is computed on access from the owning
+chunk's file), and fusion and export go one frame at a time (with offload the voxel grid also
+spills to the work folder beyond `FusionConfig.max_voxels`, and the fused cloud is read back from
+there a block at a time). Files are read with positioned reads, not memory maps: touched pages of
+a map count in the resident set as long as it lives. Everything is written inside a temporary
+sibling of the output directory, renamed into place at the very end (see
+`scal3r.io.export.AtomicDirectory`).
 
 Stages report progress as `progress(stage, done, total)` with stages "decode", "loop detection",
 "network", "align", "loops", "pose_graph", "fuse", "export", "evaluate".
@@ -28,7 +33,7 @@ import numpy as np
 from scal3r import __version__
 from scal3r.errors import InputError, MissingDependencyError
 from scal3r.io import export
-from scal3r.pipeline.chunkstore import BACKEND_KEYS, ChunkOutputStore
+from scal3r.pipeline.chunkstore import BACKEND_KEYS, ChunkOutputStore, NpyRows, NpyRowWriter
 from scal3r.pipeline.config import ReconstructConfig, resolve_device, resolve_dtype
 from scal3r.pipeline.monitor import StageMonitor
 from scal3r.progress import ProgressFn, report
@@ -169,9 +174,10 @@ def build_model(resolved: ResolvedModel):
 @dataclass
 class DecodedFrames:
     """The kept frames at the network size. rgb8: uint8 (N, 3, H, W), a numpy array in RAM or,
-    with offload, memory-mapped from a file (then only the pages in use are resident)."""
+    with offload, `NpyRows` of a file (each access reads the frames it asks for; nothing stays
+    resident)."""
 
-    rgb8: np.ndarray
+    rgb8: Any
     names: List[str]
     source_indices: List[int]
     transforms: list
@@ -191,22 +197,51 @@ class DecodedFrames:
 
 
 def decode_frames(source, progress: Optional[ProgressFn] = None, path: Optional[Path] = None) -> DecodedFrames:
-    """Decode a `FrameSource` once into uint8 frames, in RAM or (path given) in a memory-mapped file."""
+    """Decode a `FrameSource` once into uint8 frames, in RAM or (path given) in a `.npy` file
+    written a frame at a time and read back as `NpyRows`."""
     h, w = source.size
     shape = (len(source), 3, h, w)
-    rgb8 = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape) if path else np.empty(shape, np.uint8)
+    sink = NpyRowWriter(path, shape, np.uint8) if path else None
+    rgb8 = None if sink else np.empty(shape, np.uint8)
     names, indices, transforms, times = [], [], [], []
-    for frame in source.frames(progress):
-        rgb8[frame.index] = frame.rgb8.numpy()
-        names.append(frame.name)
-        indices.append(frame.source_index)
-        transforms.append(frame.transform)
-        times.append(frame.time)
+    try:
+        for frame in source.frames(progress):
+            if sink is not None:
+                sink.write(frame.index, frame.rgb8.numpy())
+            else:
+                rgb8[frame.index] = frame.rgb8.numpy()
+            names.append(frame.name)
+            indices.append(frame.source_index)
+            transforms.append(frame.transform)
+            times.append(frame.time)
+    finally:
+        if sink is not None:
+            sink.close()
     n = len(names)
-    if isinstance(rgb8, np.memmap):
-        rgb8.flush()
-    return DecodedFrames(rgb8=rgb8[:n], names=names, source_indices=indices, transforms=transforms, times=times,
-                         skipped=list(source.skipped))
+    return DecodedFrames(rgb8=NpyRows(path, n) if sink else rgb8[:n], names=names, source_indices=indices,
+                         transforms=transforms, times=times, skipped=list(source.skipped))
+
+
+class _TorchFrames:
+    """`NpyRows` of uint8 frames as the engine takes them: `frames[[i, j, …]]` → a uint8 tensor."""
+
+    def __init__(self, rows: NpyRows):
+        self.rows = rows
+        self.shape = rows.shape
+        self.ndim = rows.ndim
+        self.dtype = rows.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.rows[key]))
+
+
+def _engine_frames(rgb8):
+    return _TorchFrames(rgb8) if isinstance(rgb8, NpyRows) else rgb8
 
 
 class _FrameColors:
@@ -348,8 +383,8 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         network_done = manifest is not None and all_ranks_agree(manifest.done("network"), rank_device)
         with monitor.stage("network", items=len(chunks)):
             if not network_done:
-                run_chunks(model, frames.rgb8, chunks, sync=config.sync, store=state, device=rank_device, dtype=dtype,
-                           progress=progress, on_output=store.write)
+                run_chunks(model, _engine_frames(frames.rgb8), chunks, sync=config.sync, store=state,
+                           device=rank_device, dtype=dtype, progress=progress, on_output=store.write)
                 if manifest is not None:
                     manifest.finish("network")
         del model
@@ -362,13 +397,18 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
 
         m = len(ranges)
         with monitor.stage("backend"):
-            rec = assemble([store.load(b) for b in range(m)], ranges,
-                           loops=[store.load(m + k) for k in range(len(plan.frames))],
+            # Row readers, not arrays: the backend reads a chunk pair at a time, and the
+            # reconstruction's depth maps are read again from these files on access.
+            rec = assemble([store.rows(b) for b in range(m)], ranges,
+                           loops=[store.rows(m + k) for k in range(len(plan.frames))],
                            config=BackendConfig(), progress=progress, intrinsics=K_given)
 
         with monitor.stage("fusion"):
+            # With offload the voxel grid keeps at most FusionConfig.max_voxels in memory and the
+            # fused cloud lives in the work folder (exports read it a block at a time).
             cloud = fuse_reconstruction(rec, colors=_FrameColors(frames),
-                                        config=FusionConfig(conf_ratio=config.conf_ratio, voxel_size=config.voxel_size),
+                                        config=FusionConfig(conf_ratio=config.conf_ratio, voxel_size=config.voxel_size,
+                                                            spill_dir=str(work / "fusion") if config.offload else None),
                                         progress=progress)
 
         timestamps, real_times = frame_timestamps(frames.times, frames.names, frames.source_indices)
@@ -534,6 +574,19 @@ def _original_frames(source, frames) -> Iterator[Tuple[int, np.ndarray]]:
             yield wanted[int(source_index)], rgb
 
 
+def _take_sorted(rows, keep: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """rows[keep] for sorted indices, reading a block of rows at a time (rows: an array or a row
+    source such as a spilled cloud's `NpyRows`)."""
+    if isinstance(rows, np.ndarray):
+        return rows[keep]
+    parts = []
+    for start in range(0, int(rows.shape[0]), block):
+        lo, hi = np.searchsorted(keep, [start, start + block])
+        if hi > lo:
+            parts.append(rows[start:start + block][keep[lo:hi] - start])
+    return np.concatenate(parts) if parts else np.zeros((0,) + tuple(rows.shape[1:]), rows.dtype)
+
+
 def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps, K_input, progress,
             source=None) -> None:
     n = rec.n_frames
@@ -565,7 +618,7 @@ def _export(tmp: Path, config: ReconstructConfig, rec, cloud, frames, timestamps
         if points.shape[0] > config.colmap_max_points:
             keep = np.sort(np.random.default_rng(config.seed).choice(points.shape[0], config.colmap_max_points,
                                                                       replace=False))
-            points, colors = points[keep], None if colors is None else colors[keep]
+            points, colors = _take_sorted(points, keep), None if colors is None else _take_sorted(colors, keep)
         if at_input:
             sizes = {t.input_hw for t in frames.transforms}
             if len(sizes) > 1:
