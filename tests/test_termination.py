@@ -208,7 +208,10 @@ def test_resumable_torchrun_run_resumes_on_every_rank(tmp_path):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    assert rc != 0 and "interrupted by SIGTERM" in err, err[-1500:]
+    # What this test is about is the kept state and the resume; the one-line message of every rank
+    # is test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing's (on a heavily loaded machine
+    # torchrun may end its workers before their line is flushed through its pipe).
+    assert rc != 0, err[-1500:]
     assert (tmp_path / "out.partial").is_dir() and (tmp_path / "out.partial-rank1").is_dir(), err[-1500:]
     resumed = subprocess.run([sys.executable, "-m", *torchrun_argv(), "--resume", "--quiet"], cwd=tmp_path,
                              capture_output=True, text=True, env=env, timeout=600)
