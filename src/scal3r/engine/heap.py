@@ -4,13 +4,16 @@ Every op of the network allocates its output afresh: on CPU, tensors of a few MB
 (attention and MLP activations, memory-unit hidden states, DPT feature maps). glibc serves
 allocations above its mmap threshold with fresh `mmap`s and gives freed heap tops back to the OS
 above its trim threshold, so the next op's output is paged in (and zeroed) by the kernel again:
-measured on the release-sized benchmark (`benchmarks/official_speed.py`, 60 frames, 1 thread)
-from 60 k to 1.5 M minor page faults and up to 2.4 s of system time per 18 s forward, varying
-from run to run with where glibc's adaptive thresholds happen to stand. Inside `retained_heap()` allocations up to 32 MiB
-(glibc's largest mmap threshold) come from the heap and freed memory stays there for the next op:
-the page faults drop to 20–50 k and the system time to ~0.05 s on every run, the
-numbers are bit for bit the same, and peak RSS stays about the same (what is kept is what the next
-layer needs again).
+measured on the release-sized benchmark (`benchmarks/official_speed.py`, 1 thread) between a few
+thousand and 1.5 M minor page faults and up to 2.4 s of system time per 18 s forward of 60 frames,
+varying from run to run with where glibc's adaptive thresholds happen to stand. Inside
+`retained_heap()` allocations up to 32 MiB (glibc's largest mmap threshold) come from the heap and
+freed memory stays there for the next op: the page faults drop to 20–50 k and the system time to
+~0.05 s on every run, and the numbers are bit for bit the same. Measured (1 thread, cold single
+runs, same machine): 60 frames 19.5 → 18.3 s, 120 frames 43–45 → 38–42 s, 240 frames 88 → 82 s.
+Peak RSS moves with where glibc places the long-lived chunk state among the temporaries, both ways:
+948 → 928 MiB at 60 frames, 1134–1141 → 1238–1281 at 120, 1849 → 1701 at 240 (no growth with the
+number of chunks).
 
 On exit the trim threshold goes back to 64 MiB, the value glibc's adaptive rule reaches after the
 first large allocation anyway, so glibc trims the heap top again as usual (no explicit
