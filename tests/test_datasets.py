@@ -11,8 +11,9 @@ from typing import List
 import numpy as np
 import pytest
 
+from scal3r.data.render import egl_available
 from scal3r.data.datasets import DATASETS, TUM_INTRINSICS, DatasetSequence, read_dataset
-from scal3r.errors import InputError, MissingDependencyError
+from scal3r.errors import InputError
 from scal3r.io.intrinsics import write_intrinsics
 from scal3r.io.ply import write_ply
 from scal3r.geometry.camera import rotation_to_quat
@@ -22,16 +23,6 @@ pytest.importorskip("moderngl")
 Image = pytest.importorskip("PIL.Image")
 
 W, H, N = 112, 63, 8
-
-
-def _egl_available() -> bool:
-    try:
-        from scal3r.data.render import create_context
-
-        create_context().release()
-        return True
-    except MissingDependencyError:
-        return False
 
 
 @dataclass
@@ -49,7 +40,7 @@ class Drive:
 
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory) -> Drive:
-    if not _egl_available():
+    if not egl_available():
         pytest.skip("no headless EGL context on this machine")
     from scal3r.data.synthetic import SynthConfig, SyntheticSequence, generate
 

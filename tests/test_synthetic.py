@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from scal3r.data.render import egl_available
 from scal3r.data.synthetic import SynthConfig, SyntheticSequence, build_world, generate, unproject_depth
 from scal3r.data.textures import make_texture_array
 from scal3r.errors import InputError, MissingDependencyError
@@ -15,17 +16,7 @@ from scal3r.io.trajectory import read_kitti, read_tum
 pytest.importorskip("moderngl")
 
 
-def _egl_available() -> bool:
-    try:
-        from scal3r.data.render import create_context
-
-        create_context().release()
-        return True
-    except MissingDependencyError:
-        return False
-
-
-needs_egl = pytest.mark.skipif(not _egl_available(), reason="no headless EGL context on this machine")
+needs_egl = pytest.mark.skipif(not egl_available(), reason="no headless EGL context on this machine")
 
 SMALL = dict(width=160, height=96)
 

@@ -94,30 +94,31 @@ def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path):
     assert (out / "checkpoint.pt").is_file() and not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing(tmp_path):
-    frames = _frames(tmp_path / "frames", 160)
-    out = tmp_path / "out"
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun_environment(tmp_path: Path, monkeypatch) -> Path:
+    """One thread per rank, and torchrun's bookkeeping in tmp_path/scratch (to check it is removed)."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env_tmp = {"TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
-    old = {k: os.environ.get(k) for k in env_tmp}
-    os.environ.update(env_tmp)
-    try:
-        import socket
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return scratch
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        rc, err, elapsed = _start_and_signal(
-            ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "scal3r", "reconstruct",
-             str(frames), "--out", str(out), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--offload",
-             "--no-loop"], "network:", signal.SIGTERM, tmp_path, module="")
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
+def test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing(tmp_path, monkeypatch):
+    frames = _frames(tmp_path / "frames", 160)
+    out = tmp_path / "out"
+    scratch = _torchrun_environment(tmp_path, monkeypatch)
+    rc, err, elapsed = _start_and_signal(
+        ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "scal3r", "reconstruct",
+         str(frames), "--out", str(out), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--offload",
+         "--no-loop"], "network:", signal.SIGTERM, tmp_path, module="")
     assert rc != 0 and elapsed < 60, err[-1500:]
     assert "interrupted by SIGTERM" in err, err[-1500:]
     assert not out.exists()
@@ -176,38 +177,23 @@ def test_resume_needs_a_kept_run_and_a_fresh_resumable_run_refuses_one(tmp_path)
     assert (tmp_path / "out.partial").is_dir()  # never deleted behind the user's back
 
 
-def test_resumable_torchrun_run_resumes_on_every_rank(tmp_path):
+def test_resumable_torchrun_run_resumes_on_every_rank(tmp_path, monkeypatch):
     """Two gloo ranks, --resumable, SIGTERM to torchrun inside the network pass: every rank keeps
     its state (rank 0 in OUT.partial/, rank 1 in OUT.partial-rank1/); the same torchrun command with
     --resume finishes, with the trajectory of an uninterrupted single-process run, and removes both."""
-    import socket
-
     frames = _frames(tmp_path / "frames", 120)
     common = [str(frames), "--preset", "tiny", "--block-size", "4", "--overlap", "2", "--no-loop"]
     ref = _run(["reconstruct", *common, "--out", "ref", "--quiet"], tmp_path)
     assert ref.returncode == 0, ref.stderr[-1500:]
 
     def torchrun_argv():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "scal3r",
+        return ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "scal3r",
                 "reconstruct", *common, "--out", "out", "--resumable"]
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    env = dict(os.environ, TMPDIR=str(scratch), OMP_NUM_THREADS="1")
-    old = {k: os.environ.get(k) for k in ("TMPDIR", "OMP_NUM_THREADS")}
-    os.environ.update({k: env[k] for k in old})
-    try:
-        rc, err, _ = _start_and_signal(torchrun_argv(), "network:", signal.SIGTERM, tmp_path, module="",
-                                       until=lambda text: _network_fraction(text) >= 1 / 3)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    _torchrun_environment(tmp_path, monkeypatch)
+    env = dict(os.environ)
+    rc, err, _ = _start_and_signal(torchrun_argv(), "network:", signal.SIGTERM, tmp_path, module="",
+                                   until=lambda text: _network_fraction(text) >= 1 / 3)
     # What this test is about is the kept state and the resume; the one-line message of every rank
     # is test_sigterm_to_torchrun_stops_every_rank_and_leaves_nothing's (on a heavily loaded machine
     # torchrun may end its workers before their line is flushed through its pipe).

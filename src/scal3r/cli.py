@@ -297,8 +297,7 @@ def _reconstruct_config(args, **overrides):
                   overwrite=args.overwrite, gt=getattr(args, "gt", None),
                   resumable=getattr(args, "resumable", False), resume=getattr(args, "resume", False),
                   output_resolution=getattr(args, "output_resolution", "network"),
-                  intrinsics=getattr(args, "intrinsics", None) if getattr(args, "intrinsics", None) not in
-                  ("auto", "none") else None)
+                  intrinsics=getattr(args, "intrinsics", None))
     values.update(overrides)
     return ReconstructConfig(**values)
 
@@ -385,7 +384,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder, in the layout it ships in")
     p.add_argument("--sequences", nargs="+", default=None, metavar="NAME", help="sequences to run (default: all)")
     p.add_argument("--out", required=True, metavar="OUT", help="benchmark folder (created; reused to continue)")
-    p.add_argument("--intrinsics", choices=("auto", "none"), default="auto",
+    p.add_argument("--intrinsics", dest="bench_intrinsics", choices=("auto", "none"), default="auto",
                    help="auto: the dataset's calibration is used where depth becomes points; none: the predicted one")
     p.add_argument("--camera", default=None, help="dataset camera (KITTI image_2 / image_0, VKITTI2 Camera_0, ...)")
     _add_model_options(p, None)
@@ -405,7 +404,7 @@ def _run_bench(args) -> int:
             if f.name not in ("input", "out", "gt", "overwrite", "resumable", "resume")
             and getattr(config, f.name) != getattr(defaults, f.name)}
     bench = BenchConfig(dataset=args.dataset, root=args.root, out=args.out, sequences=args.sequences,
-                        reconstruct=keep, intrinsics=args.intrinsics,
+                        reconstruct=keep, intrinsics=args.bench_intrinsics,
                         dataset_options={"camera": args.camera} if args.camera else {})
     progress = TerminalProgress(quiet=args.quiet)
     try:

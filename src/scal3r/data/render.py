@@ -160,6 +160,15 @@ def create_context():
         raise MissingDependencyError(f"cannot create a headless OpenGL 3.3 context via EGL ({reason}); {EGL_HINT}") from None
 
 
+def egl_available() -> bool:
+    """Whether `create_context` works on this machine (for callers that skip rendering without it)."""
+    try:
+        create_context().release()
+        return True
+    except MissingDependencyError:
+        return False
+
+
 def projection_from_intrinsics(K: np.ndarray, width: int, height: int, near: float, far: float) -> np.ndarray:
     """(4, 4) clip-from-camera matrix for OpenCV camera coordinates (x right, y down, z forward).
 

@@ -82,12 +82,10 @@ def _write_inputs(seq, folder: Path, dataset: str, root: Path) -> Optional[Path]
 
 def _intrinsics_file(seq, folder: Path) -> Path:
     """The dataset's calibration as a `--intrinsics` JSON (one K, or one per frame)."""
+    from scal3r.io.intrinsics import write_intrinsics
+
     path = folder / "intrinsics.json"
-    w, h = seq.image_size
-    K = seq.K
-    data = {"width": w, "height": h, "K": K.tolist()} if K.ndim == 2 else \
-        {"width": w, "height": h, "K_per_frame": K.tolist()}
-    path.write_text(json.dumps(data))
+    write_intrinsics(path, seq.K, *seq.image_size)
     return path
 
 
