@@ -22,6 +22,7 @@ runs the synchronised chunks without gradients and prints, over the non-referenc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -36,6 +37,10 @@ def main() -> None:
     p.add_argument("--scene", default="city", choices=["city", "walk"])
     p.add_argument("--first-seed", type=int, default=200_000, help="held-out worlds: seeds ≥ 100 000")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--block-size", type=int, help="frames per chunk (default: the training run's)")
+    p.add_argument("--overlap", type=int, help="frames shared by chunks (default: the training run's)")
+    p.add_argument("--step-scale", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="speed range, x the scene's metres per frame (default: the training run's final one)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -55,6 +60,9 @@ def main() -> None:
     if "scal3r.train_config" not in meta:
         raise SystemExit(f"{a.weights}: no training configuration in its metadata (not made by `scal3r train`)")
     data = TrainConfig.from_dict(json.loads(meta["scal3r.train_config"])).data
+    overrides = {k: v for k, v in (("block_size", a.block_size), ("overlap", a.overlap),
+                                   ("step_scale", tuple(a.step_scale) if a.step_scale else None)) if v is not None}
+    data = dataclasses.replace(data, **overrides)
     model = Scal3R(stored.config)
     model.load_checkpoint(a.weights)
     model.eval()
@@ -87,6 +95,7 @@ def main() -> None:
     print(json.dumps({
         "weights": a.weights, "step": stored.step, "sequences": a.sequences, "chunks": a.chunks,
         "scene": a.scene, "resolution": [data.width, data.height], "block_size": data.block_size,
+        "step_scale": list(data.step_scale),
         "t_err": round(t_err, 4), "t_blind": round(t_blind, 4), "t_ratio": round(t_err / t_blind, 3),
         "t_corr": round(corr, 3),
         "points_ref": round(float(np.median(np.concatenate(ref_err))), 3),

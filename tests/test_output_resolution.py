@@ -20,8 +20,8 @@ def runs(tmp_path_factory):
     """A 200×120 drive (another aspect than the network's 84×42: frames are resized and cropped),
     reconstructed twice with the same settings: at the network size and at the input size."""
     root = tmp_path_factory.mktemp("outres")
-    synth = _scal3r("synth", "--scene", "city", "--frames", "12", "--seed", "100004", "--width", "200", "--height",
-                    "120", "--out", "w", "--quiet", cwd=root)
+    synth = _scal3r("synth", "--scene", "city", "--frames", "12", "--trajectory", "noloop", "--seed", "100004",
+                    "--width", "200", "--height", "120", "--out", "w", "--quiet", cwd=root)
     if synth.returncode != 0:
         pytest.skip(f"synthetic world not rendered: {synth.stderr.strip().splitlines()[-1:]}")
     common = ["w/images", "--preset", "tiny", "--block-size", "6", "--overlap", "3", "--no-loop", "--quiet",

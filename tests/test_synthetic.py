@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from scal3r.data.render import egl_available
-from scal3r.data.synthetic import SynthConfig, SyntheticSequence, build_world, generate, unproject_depth
+from scal3r.data.synthetic import (SynthConfig, SyntheticSequence, build_world, generate, shortest_closed_route,
+                                   unproject_depth)
 from scal3r.data.textures import make_texture_array
 from scal3r.errors import InputError, MissingDependencyError
 from scal3r.io.intrinsics import read_intrinsics
@@ -318,3 +319,18 @@ def test_cli_synth(tmp_path, capsys):
     assert len(SyntheticSequence(out)) == 6
     assert main(args) == 2  # exists
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["loop", "figure8"])
+def test_a_closed_route_too_long_for_the_frames_is_refused(kind):
+    """A closed route is driven exactly once; squeezed into too few frames it would silently become
+    a drive at many times the configured speed (a 12-frame city loop: ~17 m per frame)."""
+    shortest = shortest_closed_route(kind)
+    assert 150 < shortest < 600  # blocks of at least 60 m
+    with pytest.raises(InputError, match="noloop"):
+        build_world(SynthConfig.preset("city", frames=12, trajectory=kind, seed=1, **SMALL))
+    # Enough frames: the drive keeps its configured speed on average.
+    frames = int(np.ceil(shortest))
+    world = build_world(SynthConfig.preset("city", frames=frames, trajectory=kind, seed=1, **SMALL))
+    mean_step = world.path_length / frames
+    assert 0.8 < mean_step < 1.25, mean_step

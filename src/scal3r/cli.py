@@ -439,7 +439,7 @@ DEMO_UNTRAINED = {"preset": "small", "resolution": 224}
 def _run_demo(args) -> int:
     from pathlib import Path
 
-    from scal3r.data.synthetic import SynthConfig, generate
+    from scal3r.data.synthetic import SynthConfig, generate, shortest_closed_route
     from scal3r.errors import InputError
     from scal3r.pipeline.run import resolve_model
 
@@ -447,7 +447,7 @@ def _run_demo(args) -> int:
     if root.exists() and not args.overwrite:
         raise InputError(f"output directory {root} already exists (choose another --out or pass --overwrite)")
     if args.frames < 60:
-        raise InputError(f"--frames must be at least 60 for a drive that closes a loop, got {args.frames}")
+        raise InputError(f"--frames must be at least 60 (a few chunks), got {args.frames}")
     config = _reconstruct_config(args, input="", out=str(root / "reconstruction"))
     resolved = resolve_model(config)
     if resolved.weights is None and not args.preset:
@@ -465,9 +465,15 @@ def _run_demo(args) -> int:
     # Frames rendered at the network size (KITTI-like aspect): the reconstruction needs no resize.
     width = resolved.resolution
     height = max(14, int(round(width * 294 / 518 / 14)) * 14)
-    synth = SynthConfig.preset("city", frames=args.frames, seed=args.seed, trajectory="loop", width=width, height=height)
+    # A loop when the frames can drive the smallest block rectangle, else an open drive (a loop
+    # squeezed into fewer frames would be a much faster drive than the model was trained on).
+    base = SynthConfig.preset("city")
+    trajectory = "loop" if args.frames * base.step >= shortest_closed_route("loop") else "noloop"
+    synth = dataclasses.replace(base, frames=args.frames, seed=args.seed, trajectory=trajectory, width=width,
+                                height=height)
     generate(synth, world, overwrite=args.overwrite, progress=TerminalProgress(quiet=args.quiet))
-    print(f"rendered {args.frames} frames of a synthetic city loop (seed {args.seed}, {width}×{height}) in "
+    kind = "loop" if trajectory == "loop" else "open drive"
+    print(f"rendered {args.frames} frames of a synthetic city {kind} (seed {args.seed}, {width}×{height}) in "
           f"{time.perf_counter() - t0:.1f}s → {world}")
     config = dataclasses.replace(config, input=str(world / "images"), gt=str(world))
     result = _reconstruct_with_terminal(config, args.quiet)

@@ -158,6 +158,17 @@ def _lighting(rng: np.random.Generator, n: int) -> List[Lighting]:
     return out
 
 
+# The driven line: the right-hand lane's centre, corners filleted like a car turning at ~15 km/h.
+CITY_LANE_OFFSET = 2.0
+CITY_TURN_RADIUS = 10.0
+
+
+def shortest_closed_route(kind: TrajectoryKind) -> float:
+    """Length in metres of the shortest closed city route of `kind` (the smallest block spacing)."""
+    route = plan_city_route(kind, 0.0, np.random.default_rng(0))
+    return fit_city_route(route, 0.0, lane_offset=CITY_LANE_OFFSET, turn_radius=CITY_TURN_RADIUS)[1].length
+
+
 def build_world(config: SynthConfig) -> SyntheticWorld:
     """Plan the path, build the scene around it, place the cameras (deterministic in the config)."""
     config.validate()
@@ -167,7 +178,14 @@ def build_world(config: SynthConfig) -> SyntheticWorld:
     if config.scene == "city":
         style = replace(DRIVING, step=config.step)
         route = plan_city_route(config.trajectory, target, rng_route)
-        route, path = fit_city_route(route, target, lane_offset=2.0, turn_radius=10.0)
+        route, path = fit_city_route(route, target, lane_offset=CITY_LANE_OFFSET, turn_radius=CITY_TURN_RADIUS)
+        # A closed route is covered exactly once, so one shorter than its smallest block rectangle
+        # would silently become a much faster drive (e.g. 12 frames round a 210 m loop: 17 m per
+        # frame, frames that barely overlap). 25 % is well above what `fit_city_route` leaves.
+        if path.closed and path.length > 1.25 * target:
+            raise InputError(f"a closed city {config.trajectory} is at least {path.length:.0f} m, but {config.frames} "
+                             f"frames at {config.step:g} m per frame drive {target:.0f} m: use at least "
+                             f"{math.ceil(path.length / config.step)} frames, a larger step, or trajectory noloop")
         if not path.closed:
             path = path.truncated(float(frame_arclengths(path, config.frames, style)[-1]) + 1.0)
         mesh = build_city(route, rng_scene, CityParams())
