@@ -127,15 +127,23 @@ def to_release_layout(state: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], s
     return out, layout, skipped
 
 
-def load_into(model: nn.Module, path: Union[str, Path], strict: bool = True) -> List[str]:
-    """Load a checkpoint into `model`; strict by default. Returns notes for the user."""
+def load_into(model: nn.Module, path: Union[str, Path], strict: bool = True, drop_memory: bool = False) -> List[str]:
+    """Load a checkpoint into `model`; strict by default. Returns notes for the user.
+
+    drop_memory: `model` has no memory units (the ablation) and the file's are left out."""
     state, layout, skipped = to_release_layout(read_state_dict(path))
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
+    notes = []
+    if drop_memory:
+        dropped = [k for k in unexpected if MEMORY_MARKER in k]
+        unexpected = [k for k in unexpected if MEMORY_MARKER not in k]
+        if dropped:
+            notes.append(f"{Path(path).name}: its {len({k.split(MEMORY_MARKER)[0] for k in dropped})} memory units "
+                         "are left out (a model without memory)")
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                   for k in own if k in state and state[k].shape != own[k].shape]
-    notes = []
     if layout == "vggt":
         memory_missing = [k for k in missing if MEMORY_MARKER in k]
         missing = [k for k in missing if MEMORY_MARKER not in k]

@@ -44,12 +44,13 @@ class Scal3R(nn.Module):
         """From the release YAML's `model_cfg.sampler_cfg` dict; random weights."""
         return cls(ModelConfig.from_release(sampler_cfg, vit_override))
 
-    def load_checkpoint(self, path: Union[str, Path], strict: bool = True) -> List[str]:
+    def load_checkpoint(self, path: Union[str, Path], strict: bool = True, drop_memory: bool = False) -> List[str]:
         """Load an official Scal3R or VGGT checkpoint (.pt/.pth/.safetensors). Returns notes
-        worth telling the user (e.g. memory units left at initialisation for VGGT weights)."""
+        worth telling the user (e.g. memory units left at initialisation for VGGT weights).
+        drop_memory: this model has no memory units; the file's are left out."""
         from scal3r.model.checkpoint import load_into
 
-        return load_into(self, path, strict=strict)
+        return load_into(self, path, strict=strict, drop_memory=drop_memory)
 
     def save_checkpoint(self, path: Union[str, Path], layout: str = "scal3r") -> None:
         """Save in the release layout (`scal3r`) or VGGT's (`vggt`); format by suffix."""

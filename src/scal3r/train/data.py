@@ -72,6 +72,15 @@ class DataConfig:
     # so in 20 frames it would jump 10–60 m per frame (measured: 57–69 m on seed 200 000) and the
     # frames would not overlap at all. Loops matter to the backend, not to a chunk's geometry.
     trajectories: Tuple[str, ...] = ("noloop",)
+    # The window starts anywhere in the first this-many metres of its drive: a drive begins on a
+    # straight stretch and the first city corner comes after one block (60–140 m), so windows at
+    # the start would never turn; 160 m always passes a corner.
+    window_lead_m: float = 160.0
+    # Half the windows are placed where the drive turns (≥ `turn_deg` between its first and last
+    # frame): rotation is only observable there, a random window turns 1 time in 10 (measured on
+    # 20 training worlds), and a head that sees turns that rarely learns to predict none.
+    turn_fraction: float = 0.5
+    turn_deg: float = 10.0
     color_jitter: float = 0.15  # brightness / contrast / saturation change, ± fraction per sequence
     # Pixels farther than this are not supervised: KITTI's LiDAR range, and at training
     # resolution a pixel there spans metres.
@@ -109,6 +118,12 @@ def _jitter(images: np.ndarray, rng: np.random.Generator, amount: float) -> np.n
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def _window_rotation_deg(c2w: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Rotation angle in degrees between frames s and s + length of c2w (N, 4, 4), per start s."""
+    R = np.einsum("nji,njk->nik", c2w[starts, :3, :3], c2w[starts + length, :3, :3])
+    return np.degrees(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)))
+
+
 class SyntheticStream:
     """Renders a fresh synthetic world per sample (deterministic in the sample's seed)."""
 
@@ -122,9 +137,9 @@ class SyntheticStream:
 
 def render_sequence(cfg: DataConfig, rng: np.random.Generator, frames: int, seeds: Tuple[int, int],
                     scene: Optional[str] = None) -> Sequence:
-    """One rendered world with the training recipe's random choices (scene, world seed in the
-    half-open range `seeds`, stride, trajectory, FoV, speed, colour jitter) drawn from `rng`, in
-    that order. `SyntheticStream` passes the training seeds; held-out probes
+    """One rendered window of a drive with the training recipe's random choices (scene, world seed
+    in the half-open range `seeds`, stride, window start, trajectory, FoV, speed, colour jitter)
+    drawn from `rng`, in that order. `SyntheticStream` passes the training seeds; held-out probes
     (`benchmarks/heldout_probe.py`) pass seeds ≥ `EVAL_SEED_START` and may fix the scene."""
     from dataclasses import replace
 
@@ -134,21 +149,31 @@ def render_sequence(cfg: DataConfig, rng: np.random.Generator, frames: int, seed
     scene = scene or drawn
     seed = int(rng.integers(*seeds))
     stride = int(rng.choice(cfg.strides))
+    want_turn = rng.random() < cfg.turn_fraction
     base = SynthConfig.preset(scene)
-    synth = replace(base, frames=frames * stride, seed=seed, width=cfg.width, height=cfg.height,
-                    trajectory=str(rng.choice(cfg.trajectories)), fov_deg=float(rng.uniform(*cfg.fov_deg)),
-                    step=base.step * float(rng.uniform(*cfg.step_scale)), texture_size=128)
+    span = frames * stride
+    trajectory = str(rng.choice(cfg.trajectories))
+    fov = float(rng.uniform(*cfg.fov_deg))
+    step = base.step * float(rng.uniform(*cfg.step_scale))
+    lead = max(int(math.ceil(cfg.window_lead_m / step)), 1)
+    synth = replace(base, frames=lead - 1 + span, seed=seed, width=cfg.width, height=cfg.height,
+                    trajectory=trajectory, fov_deg=fov, step=step, texture_size=128)
     world = build_world(synth)
+    starts = np.arange(lead)
+    if want_turn:
+        turning = starts[_window_rotation_deg(world.c2w, starts, span - 1) >= cfg.turn_deg]
+        starts = turning if len(turning) else starts
+    start = int(rng.choice(starts))
     images, depth = [], []
     with world.renderer() as renderer:
-        for i in range(0, frames * stride, stride):
+        for i in range(start, start + frames * stride, stride):
             rgb, d = world.render(renderer, i)
             images.append(rgb)
             depth.append(d)
     images = _jitter(np.stack(images), rng, cfg.color_jitter)
-    c2w = world.c2w[::stride][:frames]
+    c2w = world.c2w[start::stride][:frames]
     K = np.repeat(world.K[None], frames, axis=0)
-    return Sequence(images, np.stack(depth).astype(np.float32), c2w, K, f"{scene}-{seed}-s{stride}")
+    return Sequence(images, np.stack(depth).astype(np.float32), c2w, K, f"{scene}-{seed}-s{stride}@{start}")
 
 
 class FolderDataset:

@@ -146,7 +146,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the initial weights are part of the run's recipe
         self.model = Scal3R(self.model_config).to(self.device)
         if init and state is None:
-            for note in self.model.load_checkpoint(init):
+            for note in self.model.load_checkpoint(init, drop_memory=not cfg.memory):
                 report(progress, f"note: {note}", 0, 0)
         for name, p in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in cfg.freeze):
