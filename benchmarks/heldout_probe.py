@@ -9,9 +9,14 @@ seeds ≥ 100 000 (never trained on), at the resolution and chunking stored in t
 runs the synchronised chunks without gradients and prints, over the non-reference frames:
 
 - `t_err`: mean L1 of the predicted translation (last refinement, normalised units);
-- `t_blind`: the same for the per-component median translation of these very targets, i.e. the
-  best any predictor that ignores the images can do (it is fitted on the test targets, so it is
-  optimistic); a model that has not learnt relative pose sits at t_err ≈ t_blind;
+- `t_blind`: the same for the per-component median translation of these very targets at each
+  position in the chunk, i.e. the best any predictor that ignores the images can do (it knows the
+  frame's place in the chunk and is fitted on the test targets, so it is optimistic); a model that
+  has not learnt relative pose sits at t_err ≈ t_blind;
+- `t_spread`: spread of the predicted translations over a chunk's frames / that of the true ones
+  (0: one pose for every frame, the collapse of docs/training.md);
+- `r_err` / `r_blind` / `r_ratio`: the same for the rotation angle to the reference frame, in
+  degrees (the blind predictor: the median angle at each position);
 - `t_ratio` = t_err / t_blind (< 1: the camera head uses the frames), and `t_corr`, the correlation of
   predicted and true translation components;
 - `points_ref` / `points_own`: median distance of the predicted world points to the true points in
@@ -67,7 +72,7 @@ def main() -> None:
     model.load_checkpoint(a.weights)
     model.eval()
 
-    pred_t, true_t, ref_err, own_err = [], [], [], []
+    pred_t, true_t, pred_q, true_q, ref_err, own_err = [], [], [], [], [], []
     for i in range(a.sequences):
         seed = a.first_seed + i
         rng = np.random.default_rng(seed)
@@ -79,6 +84,8 @@ def main() -> None:
         for frames, out, tgt in zip(fed, outs, targets):
             pred_t.append(out["pose_enc"][1:, :3].numpy())
             true_t.append(tgt["pose_enc"][1:, :3].numpy())
+            pred_q.append(out["pose_enc"][1:, 3:7].numpy())
+            true_q.append(tgt["pose_enc"][1:, 3:7].numpy())
             valid = tgt["valid"].numpy()
             pts = out["world_points"].numpy()
             ref_err.append(np.linalg.norm(pts - tgt["world_points"].numpy(), axis=-1)[valid])
@@ -88,16 +95,33 @@ def main() -> None:
             own = np.einsum("sij,shwj->shwi", own_from_ref[:, :3, :3], tgt["world_points"].numpy()) \
                 + own_from_ref[:, None, None, :3, 3] / float(tgt["scale"])
             own_err.append(np.linalg.norm(pts - own, axis=-1)[valid])
-    P, T = np.concatenate(pred_t), np.concatenate(true_t)
+    # (chunks, positions, 3): the blind predictor is a median per position in the chunk.
+    P, T = np.stack(pred_t), np.stack(true_t)
     t_err = float(np.abs(P - T).mean())
-    t_blind = float(np.abs(np.median(T, axis=0) - T).mean())
+    t_blind = float(np.abs(np.median(T, axis=0, keepdims=True) - T).mean())
     corr = float(np.corrcoef(P.ravel(), T.ravel())[0, 1])
+    spread = float(P.std(axis=1).sum(-1).mean() / max(T.std(axis=1).sum(-1).mean(), 1e-12))
+
+    def angle_deg(q):  # rotation angle of unit quaternions (xyzw), (..., 4) → (...)
+        q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+        return np.degrees(2 * np.arccos(np.clip(np.abs(q[..., 3]), 0, 1)))
+
+    def relative_angle_deg(a, b):
+        a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+        return np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(-1)), 0, 1)))
+
+    Q, TQ = np.stack(pred_q), np.stack(true_q)
+    r_err = float(relative_angle_deg(Q, TQ).mean())
+    true_angle = angle_deg(TQ)
+    r_blind = float(np.abs(np.median(true_angle, axis=0, keepdims=True) - true_angle).mean())
     print(json.dumps({
         "weights": a.weights, "step": stored.step, "sequences": a.sequences, "chunks": a.chunks,
         "scene": a.scene, "resolution": [data.width, data.height], "block_size": data.block_size,
         "step_scale": list(data.step_scale),
         "t_err": round(t_err, 4), "t_blind": round(t_blind, 4), "t_ratio": round(t_err / t_blind, 3),
-        "t_corr": round(corr, 3),
+        "t_corr": round(corr, 3), "t_spread": round(spread, 3),
+        "r_err": round(r_err, 3), "r_blind": round(r_blind, 3), "r_ratio": round(r_err / max(r_blind, 1e-9), 3),
         "points_ref": round(float(np.median(np.concatenate(ref_err))), 3),
         "points_own": round(float(np.median(np.concatenate(own_err))), 3),
     }))

@@ -136,3 +136,45 @@ def test_vggt_checkpoint_into_the_vggt_preset_has_no_memory(tmp_path):
         vggt = Scal3R.from_preset("vggt")
     assert not any(".ttt." in k for k in vggt.state_dict())
     assert vggt.agg_regator.memory_layers == ()
+
+
+def _with_position(cfg, on: bool):
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    cfg.aggregator.conv_position_embedding = on
+    return cfg
+
+
+def test_conv_position_embedding_starts_as_the_model_without_it(tiny, tmp_path):
+    """Zero at initialisation: weights trained without it load (with a note) into the same function."""
+    path = tmp_path / "old.safetensors"
+    tiny.save_checkpoint(path)
+    with_pos = Scal3R(_with_position(tiny.config, True))
+    notes = with_pos.load_checkpoint(path)
+    assert any("position embedding" in n for n in notes), notes
+    images = torch.rand(3, 3, 56, 84)
+    a = tiny.agg_regator.patch_embed(images)
+    b = with_pos.agg_regator.patch_embed(images)
+    assert torch.equal(a, b)
+    # Learned positions change the tokens place by place, at any grid size (resized to the image's).
+    with torch.no_grad():
+        with_pos.agg_regator.patch_embed.pos_embed.normal_()
+    for h, w in ((56, 84), (42, 112)):
+        x = torch.rand(1, 3, h, w)
+        diff = with_pos.agg_regator.patch_embed(x) - tiny.agg_regator.patch_embed(x)
+        assert diff.shape[1] == (h // 14) * (w // 14) and diff.abs().sum(-1).min() > 0
+
+
+def test_memory_units_are_left_out_for_a_model_without_memory(tiny, tmp_path):
+    import copy
+
+    path = tmp_path / "with-memory.safetensors"
+    tiny.save_checkpoint(path)
+    cfg = copy.deepcopy(tiny.config)
+    cfg.aggregator.memory_layers = ()
+    plain = Scal3R(cfg)
+    with pytest.raises(CheckpointError, match="unexpected"):
+        plain.load_checkpoint(path)
+    notes = plain.load_checkpoint(path, drop_memory=True)
+    assert any("memory units" in n and "left out" in n for n in notes), notes

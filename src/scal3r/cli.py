@@ -439,7 +439,7 @@ DEMO_UNTRAINED = {"preset": "small", "resolution": 224}
 def _run_demo(args) -> int:
     from pathlib import Path
 
-    from scal3r.data.synthetic import SynthConfig, generate, shortest_closed_route
+    from scal3r.data.synthetic import SynthConfig, drivable_city_trajectory, generate
     from scal3r.errors import InputError
     from scal3r.pipeline.run import resolve_model
 
@@ -465,10 +465,8 @@ def _run_demo(args) -> int:
     # Frames rendered at the network size (KITTI-like aspect): the reconstruction needs no resize.
     width = resolved.resolution
     height = max(14, int(round(width * 294 / 518 / 14)) * 14)
-    # A loop when the frames can drive the smallest block rectangle, else an open drive (a loop
-    # squeezed into fewer frames would be a much faster drive than the model was trained on).
     base = SynthConfig.preset("city")
-    trajectory = "loop" if args.frames * base.step >= shortest_closed_route("loop") else "noloop"
+    trajectory = drivable_city_trajectory(args.frames, base.step)
     synth = dataclasses.replace(base, frames=args.frames, seed=args.seed, trajectory=trajectory, width=width,
                                 height=height)
     generate(synth, world, overwrite=args.overwrite, progress=TerminalProgress(quiet=args.quiet))

@@ -67,6 +67,9 @@ class AggregatorConfig:
     qk_norm: bool = True
     rope_freq: float = 100.0  # <= 0 disables RoPE
     init_values: float = 0.01  # LayerScale init
+    # `patch_embed="conv"` only: add a learned absolute position embedding (see
+    # `scal3r.model.patch_embed.ConvPatchEmbed`); the release's conv embedder has none.
+    conv_position_embedding: bool = False
     memory_layers: Tuple[int, ...] = (14, 17, 20, 23)  # global blocks followed by a memory unit
     intermediate_layers: Tuple[int, ...] = (4, 11, 17, 23)  # layers the heads read
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -154,11 +157,14 @@ class ModelConfig:
         pre-norm ViT): VGGT's 0.01 suits fine-tuning from a pretrained DINOv2 but, from scratch,
         left every attention block at ~1% of the residual stream (measured on the first run: all
         LayerScale gains 0.006–0.008 after 600 steps), so the aggregator passed the patch
-        embedding through and no frame ever saw another."""
+        embedding through and no frame ever saw another. Its conv patch embedder adds an absolute
+        position embedding (DINOv2 has one): without it the camera tokens varied by 0.3 % between
+        frames after 1,675 training steps and the pose head could not tell them apart."""
         return cls(
             aggregator=AggregatorConfig(
                 img_size=224, embed_dim=128, depth=6, num_heads=4, patch_embed="conv",
                 memory_layers=(3, 5), intermediate_layers=(1, 3, 4, 5), init_values=1.0,
+                conv_position_embedding=True,
             ),
             camera=CameraHeadConfig(trunk_depth=2, num_heads=8, init_values=1.0),
             points=DPTHeadConfig(4, "inv_log", "expp1", features=48, out_channels=(32, 64, 96, 96)),

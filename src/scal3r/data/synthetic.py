@@ -169,6 +169,12 @@ def shortest_closed_route(kind: TrajectoryKind) -> float:
     return fit_city_route(route, 0.0, lane_offset=CITY_LANE_OFFSET, turn_radius=CITY_TURN_RADIUS)[1].length
 
 
+def drivable_city_trajectory(frames: int, step: float) -> TrajectoryKind:
+    """"loop" when `frames` at `step` metres per frame can drive the smallest block rectangle, else
+    "noloop" (a loop squeezed into fewer frames would be a much faster drive)."""
+    return "loop" if frames * step >= shortest_closed_route("loop") else "noloop"
+
+
 def build_world(config: SynthConfig) -> SyntheticWorld:
     """Plan the path, build the scene around it, place the cameras (deterministic in the config)."""
     config.validate()

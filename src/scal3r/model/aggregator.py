@@ -38,7 +38,8 @@ class Aggregator(nn.Module):
         self.cfg = cfg
         C = cfg.embed_dim
         if cfg.patch_embed == "conv":
-            self.patch_embed = ConvPatchEmbed(cfg.patch_size, C)
+            grid = cfg.img_size // cfg.patch_size if cfg.conv_position_embedding else 0
+            self.patch_embed = ConvPatchEmbed(cfg.patch_size, C, position_grid=grid)
         else:
             self.patch_embed = DinoV2(cfg.vit_config())
         self.rope = RotaryEmbedding2D(cfg.rope_freq) if cfg.rope_freq > 0 else None

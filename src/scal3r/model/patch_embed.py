@@ -17,17 +17,41 @@ from scal3r.errors import InputError
 from scal3r.model.layers import Block
 
 
-class ConvPatchEmbed(nn.Module):
-    """One p×p stride-p convolution per patch (the release's `PatchEmbed`, `proj` is the conv)."""
+def interpolate_grid_embedding(grid_embedding: Tensor, gh: int, gw: int) -> Tensor:
+    """A learned square grid of position embeddings (1, side², C) resized to (1, gh·gw, C)
+    (bicubic, antialiased, as DINOv2 does for images other than its training size)."""
+    n = grid_embedding.shape[1]
+    side = int(math.sqrt(n))
+    if gh == gw == side:
+        return grid_embedding
+    dim = grid_embedding.shape[-1]
+    pos = F.interpolate(grid_embedding.float().reshape(1, side, side, dim).permute(0, 3, 1, 2),
+                        size=(gh, gw), mode="bicubic", antialias=True)
+    return pos.permute(0, 2, 3, 1).reshape(1, gh * gw, dim).to(grid_embedding.dtype)
 
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+
+class ConvPatchEmbed(nn.Module):
+    """One p×p stride-p convolution per patch (the release's `PatchEmbed`, `proj` is the conv).
+
+    position_grid > 0 adds a learned absolute position embedding (`pos_embed`, a square grid of
+    that side, resized to the image's grid), zero at initialisation. The release's conv embedder
+    has none: its values then carry no position (RoPE only rotates queries and keys), so a camera
+    token that averages them sees a bag of features in which a turn (content shifting sideways)
+    is invisible. DINOv2 has one; models trained from scratch here need one."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, position_grid: int = 0):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, position_grid ** 2, embed_dim)) if position_grid > 0 else None
 
     def forward(self, x: Tensor) -> Tensor:
         _check_divisible(x, self.patch_size)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        if self.pos_embed is not None:
+            gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+            tokens = tokens + interpolate_grid_embedding(self.pos_embed, gh, gw).to(tokens.dtype)
+        return tokens
 
 
 class DinoV2(nn.Module):
@@ -59,18 +83,11 @@ class DinoV2(nn.Module):
 
     def _position_embedding(self, height: int, width: int, dtype: torch.dtype) -> Tensor:
         """(1, 1 + gh*gw, C): cls position + the patch grid interpolated to (gh, gw)."""
-        n_train = self.pos_embed.shape[1] - 1
         gh, gw = height // self.patch_size, width // self.patch_size
-        if gh * gw == n_train and gh == gw:
+        if gh * gw == self.pos_embed.shape[1] - 1 and gh == gw:
             return self.pos_embed
         pos = self.pos_embed.float()
-        side = int(math.sqrt(n_train))
-        dim = pos.shape[-1]
-        patch_pos = F.interpolate(
-            pos[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2),
-            size=(gh, gw), mode="bicubic", antialias=True,
-        )
-        patch_pos = patch_pos.permute(0, 2, 3, 1).view(1, -1, dim)
+        patch_pos = interpolate_grid_embedding(pos[:, 1:], gh, gw)
         return torch.cat((pos[:, 0].unsqueeze(0), patch_pos), dim=1).to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
