@@ -295,3 +295,16 @@ def test_folder_dataset_trains(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [r["step"] for r in rows] == ["0", "1"] and all(np.isfinite(float(r["loss"])) for r in rows)
     assert all(r["sample"].startswith("seq0[") for r in rows)
+
+
+def test_pose_spread_tells_a_collapsed_head_from_one_that_follows_the_frames():
+    from scal3r.train.losses import pose_spread
+
+    gt = torch.zeros(6, 9)
+    gt[:, 2] = torch.linspace(0, 0.5, 6)
+    collapsed = gt.clone()
+    collapsed[1:, :3] = gt[1:, :3].mean(0)
+    assert float(pose_spread(collapsed, gt)) == 0.0
+    assert abs(float(pose_spread(gt, gt)) - 1.0) < 1e-6
+    assert abs(float(pose_spread(2 * gt, gt)) - 2.0) < 1e-6
+    assert float(pose_spread(gt[:2], gt[:2])) == 0.0  # too few frames to spread

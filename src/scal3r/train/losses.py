@@ -39,7 +39,8 @@ class LossConfig:
 
 
 def camera_loss(pose_enc_list: Tensor, gt_pose_enc: Tensor, cfg: LossConfig) -> Dict[str, Tensor]:
-    """pose_enc_list (iterations, S, 9), gt_pose_enc (S, 9) → {"camera", "cam_t", "cam_r", "cam_fov"}."""
+    """pose_enc_list (iterations, S, 9), gt_pose_enc (S, 9) → {"camera", "cam_t", "cam_r", "cam_fov",
+    "cam_spread"} (the last is a detached diagnostic, `pose_spread`)."""
     n = pose_enc_list.shape[0]
     total_t = total_r = total_f = pose_enc_list.new_zeros(())
     for i in range(n):
@@ -49,7 +50,18 @@ def camera_loss(pose_enc_list: Tensor, gt_pose_enc: Tensor, cfg: LossConfig) -> 
         total_r = total_r + w * diff[:, 3:7].mean()
         total_f = total_f + w * diff[:, 7:].mean()
     t, r, f = total_t / n, total_r / n, total_f / n
-    return {"camera": cfg.trans_weight * t + cfg.rot_weight * r + cfg.fov_weight * f, "cam_t": t, "cam_r": r, "cam_fov": f}
+    return {"camera": cfg.trans_weight * t + cfg.rot_weight * r + cfg.fov_weight * f, "cam_t": t, "cam_r": r, "cam_fov": f,
+            "cam_spread": pose_spread(pose_enc_list[-1], gt_pose_enc)}
+
+
+def pose_spread(pose_enc: Tensor, gt_pose_enc: Tensor) -> Tensor:
+    """Spread of the predicted translations over a chunk's non-reference frames / that of the
+    truth (S, 9) each → () detached, for the log: ~0 is the collapse of docs/training.md (one pose
+    for every frame), ~1 a head that tells the frames apart. 0 for chunks of fewer than 3 frames."""
+    if pose_enc.shape[0] < 3:
+        return pose_enc.new_zeros(())
+    pred, true = pose_enc[1:, :3].detach().float(), gt_pose_enc[1:, :3].float()
+    return pred.std(0).sum() / true.std(0).sum().clamp_min(1e-6)
 
 
 def _gradient_term(residual: Tensor, mask: Tensor, conf: Tensor, scales: int) -> Tensor:

@@ -42,7 +42,7 @@ from scal3r.train.losses import LossConfig, chunk_loss
 
 LOG_FIELDS = ("step", "loss", "camera", "cam_t", "cam_r", "cam_fov", "depth_conf", "depth_grad", "depth_reg",
               "points_conf", "points_grad", "points_reg", "lr_memory", "lr_rest", "grad_norm", "chunks", "frames",
-              "seconds", "sample")
+              "seconds", "sample", "cam_spread")
 
 
 @dataclass
@@ -264,7 +264,7 @@ class Trainer:
 
     def _reduce_terms(self, terms: Dict[str, torch.Tensor], n: int) -> Dict[str, float]:
         names = ["total", "camera", "cam_t", "cam_r", "cam_fov", "depth_conf", "depth_grad", "depth_reg",
-                 "points_conf", "points_grad", "points_reg"]
+                 "points_conf", "points_grad", "points_reg", "cam_spread"]
         vec = torch.stack([torch.as_tensor(terms.get(k, 0.0), dtype=torch.float32).reshape(()).cpu() for k in names])
         if self.distributed:
             dist.all_reduce(vec, group=self.group)
