@@ -40,13 +40,9 @@ def _scal3r(args, threads: int) -> None:
 
 def _resolution(weights: str):
     """The training resolution stored in the weights (`scal3r train` metadata)."""
-    from scal3r.model.checkpoint import read_metadata
-    from scal3r.train.trainer import TrainConfig
+    from scal3r.train.trainer import read_train_config
 
-    meta = read_metadata(weights)
-    if "scal3r.train_config" not in meta:
-        raise SystemExit(f"{weights}: no training configuration in its metadata (not made by `scal3r train`)")
-    data = TrainConfig.from_dict(json.loads(meta["scal3r.train_config"])).data
+    data = read_train_config(weights).data
     return data.width, data.height
 
 

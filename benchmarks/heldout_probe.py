@@ -54,17 +54,18 @@ def main() -> None:
     from scal3r.engine.differentiable import forward_chunks
     from scal3r.geometry.camera import invert_rigid
     from scal3r.model.bundled import read_stored_model
-    from scal3r.model.checkpoint import read_metadata
     from scal3r.train.data import EVAL_SEED_START, chunk_targets, render_sequence
-    from scal3r.train.trainer import TrainConfig
+    from scal3r.train.trainer import read_train_config
 
     if a.first_seed < EVAL_SEED_START:
         raise SystemExit(f"held-out seeds start at {EVAL_SEED_START}")
     stored = read_stored_model(a.weights)
-    meta = read_metadata(a.weights)
-    if "scal3r.train_config" not in meta:
-        raise SystemExit(f"{a.weights}: no training configuration in its metadata (not made by `scal3r train`)")
-    data = TrainConfig.from_dict(json.loads(meta["scal3r.train_config"])).data
+    from scal3r.errors import InputError
+
+    try:
+        data = read_train_config(a.weights).data
+    except InputError as e:
+        raise SystemExit(str(e)) from None
     overrides = {k: v for k, v in (("block_size", a.block_size), ("overlap", a.overlap),
                                    ("step_scale", tuple(a.step_scale) if a.step_scale else None)) if v is not None}
     data = dataclasses.replace(data, **overrides)

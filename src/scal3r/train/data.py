@@ -120,8 +120,10 @@ def _jitter(images: np.ndarray, rng: np.random.Generator, amount: float) -> np.n
 
 def _window_rotation_deg(c2w: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """Rotation angle in degrees between frames s and s + length of c2w (N, 4, 4), per start s."""
+    from scal3r.eval.trajectory import rotation_angle
+
     R = np.einsum("nji,njk->nik", c2w[starts, :3, :3], c2w[starts + length, :3, :3])
-    return np.degrees(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)))
+    return np.degrees(rotation_angle(R))
 
 
 class SyntheticStream:

@@ -376,6 +376,16 @@ def save_model(model, path: Path, cfg: Optional[TrainConfig] = None, step: Optio
     save_state_dict(model.state_dict(), path, metadata=meta)
 
 
+def read_train_config(path) -> TrainConfig:
+    """The `TrainConfig` stored in weights written by `scal3r train` (`save_model`)."""
+    from scal3r.model.checkpoint import read_metadata
+
+    meta = read_metadata(path)
+    if "scal3r.train_config" not in meta:
+        raise InputError(f"{path}: no training configuration in its metadata (not made by `scal3r train`)")
+    return TrainConfig.from_dict(json.loads(meta["scal3r.train_config"]))
+
+
 def read_log(path: Path) -> List[Dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
