@@ -70,6 +70,9 @@ class AggregatorConfig:
     # `patch_embed="conv"` only: add a learned absolute position embedding (see
     # `scal3r.model.patch_embed.ConvPatchEmbed`); the release's conv embedder has none.
     conv_position_embedding: bool = False
+    # Add an explicit cross-frame matching cue (`scal3r.model.correlation`) to the tokens; not in
+    # the release, whose DINOv2 features already match across views.
+    correlation_embedding: bool = False
     memory_layers: Tuple[int, ...] = (14, 17, 20, 23)  # global blocks followed by a memory unit
     intermediate_layers: Tuple[int, ...] = (4, 11, 17, 23)  # layers the heads read
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -164,7 +167,7 @@ class ModelConfig:
             aggregator=AggregatorConfig(
                 img_size=224, embed_dim=128, depth=6, num_heads=4, patch_embed="conv",
                 memory_layers=(3, 5), intermediate_layers=(1, 3, 4, 5), init_values=1.0,
-                conv_position_embedding=True,
+                conv_position_embedding=True, correlation_embedding=True,
             ),
             camera=CameraHeadConfig(trunk_depth=2, num_heads=8, init_values=1.0),
             points=DPTHeadConfig(4, "inv_log", "expp1", features=48, out_channels=(32, 64, 96, 96)),

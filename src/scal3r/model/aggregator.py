@@ -7,7 +7,9 @@ frame, global blocks across all S·P tokens of the chunk. Global blocks listed i
 layer-synchronously over all chunks (see `scal3r.engine`).
 
 The first frame of a chunk is its reference frame: it gets the learned camera/register tokens of
-slot 0, every other frame those of slot 1.
+slot 0, every other frame those of slot 1. With `correlation_embedding` (our compact preset, not
+the release) each frame's patch and camera tokens also get `scal3r.model.correlation`'s
+cross-frame matching cue before the first block.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 from scal3r.config import AggregatorConfig
 from scal3r.errors import InputError
+from scal3r.model.correlation import CorrelationEmbedding
 from scal3r.model.layers import Block, RotaryEmbedding2D, token_positions
 from scal3r.model.memory import GlobalContextMemory
 from scal3r.model.patch_embed import ConvPatchEmbed, DinoV2
@@ -43,6 +46,7 @@ class Aggregator(nn.Module):
         else:
             self.patch_embed = DinoV2(cfg.vit_config())
         self.rope = RotaryEmbedding2D(cfg.rope_freq) if cfg.rope_freq > 0 else None
+        self.correlation = CorrelationEmbedding(cfg.patch_size, C) if cfg.correlation_embedding else None
 
         def block() -> Block:
             return Block(C, cfg.num_heads, cfg.mlp_ratio, init_values=cfg.init_values, qk_norm=cfg.qk_norm, rope=self.rope)
@@ -82,6 +86,10 @@ class Aggregator(nn.Module):
         patches = self.patch_embed(x)
         camera = torch.cat([self.camera_token[0, :1], self.camera_token[0, 1:].expand(S - 1, -1, -1)])
         registers = torch.cat([self.register_token[0, :1], self.register_token[0, 1:].expand(S - 1, -1, -1)])
+        if self.correlation is not None:
+            patch_cue, camera_cue = self.correlation(x)
+            patches = patches + patch_cue.to(patches.dtype)
+            camera = camera + camera_cue[:, None].to(camera.dtype)
         tokens = torch.cat([camera.to(patches.dtype), registers.to(patches.dtype), patches], dim=1)
         pos = None
         if self.rope is not None:

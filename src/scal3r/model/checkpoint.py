@@ -136,12 +136,16 @@ def load_into(model: nn.Module, path: Union[str, Path], strict: bool = True, dro
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     notes = []
-    # Our compact preset's conv position embedding is newer than some of our checkpoints: zero
-    # (its initialisation) is exactly the model those were trained as.
-    position = [k for k in missing if k.endswith("patch_embed.pos_embed") and "patch_embed.patch_embed" not in k]
-    if position and layout == "scal3r":
-        missing = [k for k in missing if k not in position]
-        notes.append(f"{Path(path).name}: no conv position embedding; it starts at zero (the model it was trained as)")
+    # Our compact preset's conv position embedding and correlation embedding are newer than some
+    # of our checkpoints: both start as a zero addition, exactly the model those were trained as.
+    if layout == "scal3r":
+        for what, is_part in (
+                ("conv position embedding", lambda k: k.endswith("patch_embed.pos_embed") and "patch_embed.patch_embed" not in k),
+                ("correlation embedding", lambda k: k.startswith("agg_regator.correlation."))):
+            absent = [k for k in missing if is_part(k)]
+            if absent:
+                missing = [k for k in missing if k not in absent]
+                notes.append(f"{Path(path).name}: no {what}; it starts as a zero addition (the model it was trained as)")
     if drop_memory:
         dropped = [k for k in unexpected if MEMORY_MARKER in k]
         unexpected = [k for k in unexpected if MEMORY_MARKER not in k]

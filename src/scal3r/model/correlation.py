@@ -1,0 +1,106 @@
+"""Correlation embedding: where each patch of a frame is found in the chunk's reference frame and
+in the previous frame, added to the tokens before the first block.
+
+Not in the paper. VGGT and the official Scal3R start from DINOv2 features, which already match
+across views, so global attention can find a patch's counterpart in another frame from the first
+step. A model trained from scratch here has random conv features: on the project's synthetic
+worlds every such run settled within ~300 steps on one pose for every frame of a chunk (camera
+tokens varying by 0.3 % across frames, docs/training.md), although the same network memorises two
+fixed windows. This module makes the cross-view cue explicit and cheap, in the manner of
+RAFT/PWC-Net's cost volumes: dense features on a grid twice as fine as the patches, normalised
+dot products of every cell of frame i with every cell of the reference (and of frame i − 1), a
+soft-argmax that turns each row of that cost volume into an expected position, and from it a
+flow and a confidence per cell. Those are pooled to the patch grid and encoded by an MLP whose
+last layer starts at zero, so a model without it and a model with it start as the same function.
+
+The features are learned with the rest of the network (the losses reach them through the
+soft-argmax); at initialisation they are random projections of 3·(p/2)² pixel windows, which
+already match textured content that moved by whole cells.
+
+Shapes: images (S, 3, H, W) normalised, H and W multiples of the patch size p (p even); the
+embedding is (S, h·w, C) for the patch tokens (h = H/p, w = W/p) and (S, C) for the camera token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scal3r.errors import InputError
+from scal3r.model.layers import Mlp
+
+# Per cell: flow to the reference (2) and its confidence (1), the same to the previous frame (3),
+# and the cell's own position (2) so that the MLP can form position-dependent terms (a forward
+# motion is a flow that grows with the distance to the image centre).
+CUE_CHANNELS = 8
+
+
+def cell_coordinates(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """(height·width, 2) cell centres (x, y) in [−1, 1], row-major."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
+
+
+def soft_match(features: Tensor, targets: Tensor, coords: Tensor, temperature: Tensor) -> Tuple[Tensor, Tensor]:
+    """Soft-argmax of normalised feature correlation.
+
+    features (S, M, D) and targets (S, M, D), both L2-normalised per cell; coords (M, 2) the cells'
+    positions; temperature () > 0. Row m of frame s is compared with every cell of targets[s].
+    Returns flow (S, M, 2) = expected matching position − own position, and confidence (S, M) =
+    the largest matching probability (1 for an unambiguous match, 1/M for none).
+    """
+    logits = torch.einsum("smd,snd->smn", features.float(), targets.float()) / temperature.float()
+    prob = logits.softmax(dim=-1)
+    expected = prob @ coords.float()
+    return expected - coords.float(), prob.amax(dim=-1)
+
+
+class CorrelationEmbedding(nn.Module):
+    def __init__(self, patch_size: int, embed_dim: int, feature_dim: int = 64, hidden_dim: int = 128):
+        super().__init__()
+        if patch_size % 2:
+            raise InputError(f"the correlation embedding needs an even patch size, got {patch_size}")
+        self.cell = patch_size // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(3, feature_dim, kernel_size=self.cell, stride=self.cell),
+            nn.GELU(),
+            nn.Conv2d(feature_dim, feature_dim, kernel_size=3, padding=1),
+        )
+        # Softmax temperature of the cost volume (learned, in log space); 0.05 makes a perfect
+        # match (cosine 1) against unrelated cells (cosine ~0) a near one-hot choice.
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.encode = Mlp(CUE_CHANNELS, hidden_dim, embed_dim)
+        nn.init.zeros_(self.encode.fc2.weight)
+        nn.init.zeros_(self.encode.fc2.bias)
+
+    def cues(self, images: Tensor) -> Tensor:
+        """images (S, 3, H, W) normalised → per-patch cues (S, h·w, CUE_CHANNELS), float32."""
+        S, _, H, W = images.shape
+        p = 2 * self.cell
+        if H % p or W % p:
+            raise InputError(f"image size {H}x{W} is not a multiple of the patch size {p}")
+        f = self.features(images)  # (S, D, 2h, 2w)
+        gh, gw = f.shape[-2:]
+        f = F.normalize(f.float().flatten(2).transpose(1, 2), dim=-1)  # (S, M, D)
+        coords = cell_coordinates(gh, gw, device=images.device)
+        temperature = self.log_temperature.exp()
+        previous = torch.cat([f[:1], f[:-1]])
+        flow_ref, conf_ref = soft_match(f, f[:1].expand_as(f), coords, temperature)
+        flow_prev, conf_prev = soft_match(f, previous, coords, temperature)
+        cells = torch.cat([flow_ref, conf_ref[..., None], flow_prev, conf_prev[..., None]], dim=-1)  # (S, M, 6)
+        # 2×2 cells → one patch.
+        cells = cells.transpose(1, 2).reshape(S, 6, gh, gw)
+        patches = F.avg_pool2d(cells, 2).flatten(2).transpose(1, 2)  # (S, h·w, 6)
+        own = cell_coordinates(gh // 2, gw // 2, device=images.device).expand(S, -1, -1)
+        return torch.cat([patches, own], dim=-1)
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """images (S, 3, H, W) normalised → (patch embedding (S, h·w, C), camera embedding (S, C))."""
+        embedding = self.encode(self.cues(images))
+        return embedding, embedding.mean(dim=1)
