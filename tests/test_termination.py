@@ -206,3 +206,24 @@ def test_resumable_torchrun_run_resumes_on_every_rank(tmp_path, monkeypatch):
     b = np.loadtxt(tmp_path / "out" / "trajectory_tum.txt")
     np.testing.assert_array_equal(a, b)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "out", "ref", "scratch"]
+
+
+def test_main_puts_back_the_callers_signal_handlers(capsys):
+    """An in-process caller (a notebook, pytest) keeps its own SIGTERM/SIGHUP handling after a
+    command, error or not: a signal arriving later is not turned into `Terminated`."""
+    import signal as signal_module
+
+    from scal3r.cli import main
+
+    def callers(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    before = {s: signal_module.signal(s, callers) for s in (signal_module.SIGTERM, signal_module.SIGHUP)}
+    try:
+        assert main(["synth", "--frames", "12", "--trajectory", "loop", "--out", "/nonexistent/x"]) == 2
+        for s in before:
+            assert signal_module.getsignal(s) is callers
+    finally:
+        for s, handler in before.items():
+            signal_module.signal(s, handler)
+    assert "error" in capsys.readouterr().err

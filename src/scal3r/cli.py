@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from scal3r import __version__
 from scal3r.errors import Scal3RError
@@ -644,18 +644,23 @@ def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 
-def _catch_termination() -> None:
+def _catch_termination() -> Dict[int, object]:
     """What `timeout`, SLURM, Kubernetes and systemd send (SIGTERM) and a closed terminal (SIGHUP)
     unwind like Ctrl-C: every `finally` and atomic-output cleanup runs, then exit 128 + signal.
-    Python runs the handler between bytecodes, so a long torch kernel finishes first (seconds)."""
+    Python runs the handler between bytecodes, so a long torch kernel finishes first (seconds).
+    Returns the handlers it replaced, for `main` to put back: an in-process caller (a notebook,
+    pytest) keeps its own behaviour for signals that arrive after the command."""
     import signal
     import threading
 
+    previous: Dict[int, object] = {}
     if threading.current_thread() is not threading.main_thread():
-        return
+        return previous
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _raise_terminated)
+            signum = getattr(signal, name)
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    return previous
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -666,7 +671,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    _catch_termination()
+    previous = _catch_termination()
     try:
         return int(args.func(args) or 0)
     except Scal3RError as e:
@@ -677,6 +682,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = getattr(e, "resume_hint", None) or "nothing written"
         print(f"scal3r: interrupted by {signal.Signals(signum).name}; {hint}", file=sys.stderr)
         return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
