@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scal3r.errors import InputError
-from scal3r.model.correlation import CorrelationEmbedding, cell_coordinates, soft_match
+from scal3r.model.correlation import CorrelationEmbedding, cell_coordinates, match_logits, soft_match
 from scal3r.config import ModelConfig
 from scal3r.model.scal3r import Scal3R
 
@@ -48,7 +48,7 @@ def test_soft_match_is_uniform_without_structure():
     """Identical features everywhere: every cell is equally likely, confidence 1/M."""
     coords = cell_coordinates(2, 3)
     f = torch.nn.functional.normalize(torch.ones(1, 6, 4), dim=-1)
-    flow, conf = soft_match(f, f, coords, torch.tensor(0.05))
+    flow, conf = soft_match(match_logits(f, f, torch.tensor(0.05)), coords)
     assert torch.allclose(conf, torch.full((1, 6), 1 / 6))
     assert torch.allclose(flow + coords, coords.mean(0).expand(1, 6, 2), atol=1e-6)
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from scal3r.config import AggregatorConfig
 from scal3r.errors import InputError
-from scal3r.model.correlation import CorrelationEmbedding
+from scal3r.model.correlation import CorrelationEmbedding, CostVolumes
 from scal3r.model.layers import Block, RotaryEmbedding2D, token_positions
 from scal3r.model.memory import GlobalContextMemory
 from scal3r.model.patch_embed import ConvPatchEmbed, DinoV2
@@ -74,6 +74,15 @@ class Aggregator(nn.Module):
     def memory(self, index: int) -> GlobalContextMemory:
         return self.global_blocks[index].ttt
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """images in [0, 1] → ImageNet-normalised, as every embedder here expects."""
+        return (images - self._resnet_mean) / self._resnet_std
+
+    def cost_volumes(self, images: Tensor) -> Optional[CostVolumes]:
+        """images (S, 3, H, W) in [0, 1], first frame = reference → the correlation embedding's
+        cost volumes (what training supervises), None without one."""
+        return self.correlation.cost_volumes(self.normalise(images)) if self.correlation is not None else None
+
     def prepare(self, images: Tensor) -> ChunkTokens:
         """images (S, 3, H, W) in [0, 1], first frame = reference → tokens entering layer 0."""
         if images.ndim != 4 or images.shape[1] != 3:
@@ -82,7 +91,7 @@ class Aggregator(nn.Module):
         p = self.cfg.patch_size
         if H % p or W % p:
             raise InputError(f"image size {H}x{W} is not a multiple of the patch size {p}")
-        x = (images - self._resnet_mean) / self._resnet_std
+        x = self.normalise(images)
         patches = self.patch_embed(x)
         camera = torch.cat([self.camera_token[0, :1], self.camera_token[0, 1:].expand(S - 1, -1, -1)])
         registers = torch.cat([self.register_token[0, :1], self.register_token[0, 1:].expand(S - 1, -1, -1)])

@@ -24,7 +24,7 @@ embedding is (S, h·w, C) for the patch tokens (h = H/p, w = W/p) and (S, C) for
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,18 +47,25 @@ def cell_coordinates(height: int, width: int, device=None, dtype=torch.float32) 
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
-def soft_match(features: Tensor, targets: Tensor, coords: Tensor, temperature: Tensor) -> Tuple[Tensor, Tensor]:
-    """Soft-argmax of normalised feature correlation.
+def match_logits(features: Tensor, targets: Tensor, temperature: Tensor) -> Tensor:
+    """features, targets (S, M, D) L2-normalised per cell; temperature () > 0 → (S, M, M) float32:
+    row m of frame s scores every cell of targets[s]."""
+    return torch.einsum("smd,snd->smn", features.float(), targets.float()) / temperature.float()
 
-    features (S, M, D) and targets (S, M, D), both L2-normalised per cell; coords (M, 2) the cells'
-    positions; temperature () > 0. Row m of frame s is compared with every cell of targets[s].
-    Returns flow (S, M, 2) = expected matching position − own position, and confidence (S, M) =
-    the largest matching probability (1 for an unambiguous match, 1/M for none).
-    """
-    logits = torch.einsum("smd,snd->smn", features.float(), targets.float()) / temperature.float()
+
+def soft_match(logits: Tensor, coords: Tensor) -> Tuple[Tensor, Tensor]:
+    """Soft-argmax of a cost volume: logits (S, M, M), coords (M, 2) the cells' positions →
+    flow (S, M, 2) = expected matching position − own position, and confidence (S, M) = the
+    largest matching probability (1 for an unambiguous match, 1/M for none)."""
     prob = logits.softmax(dim=-1)
     expected = prob @ coords.float()
     return expected - coords.float(), prob.amax(dim=-1)
+
+
+class CostVolumes(NamedTuple):
+    reference: Tensor  # (S, M, M) logits of each frame's cells against the reference frame's
+    previous: Tensor  # (S, M, M) the same against the previous frame in the chunk (frame 0: itself)
+    grid: Tuple[int, int]  # (2h, 2w) cells; M = 2h · 2w, row-major
 
 
 class CorrelationEmbedding(nn.Module):
@@ -79,20 +86,32 @@ class CorrelationEmbedding(nn.Module):
         nn.init.zeros_(self.encode.fc2.weight)
         nn.init.zeros_(self.encode.fc2.bias)
 
-    def cues(self, images: Tensor) -> Tensor:
-        """images (S, 3, H, W) normalised → per-patch cues (S, h·w, CUE_CHANNELS), float32."""
+    def cost_volumes(self, images: Tensor) -> CostVolumes:
+        """images (S, 3, H, W) normalised → the two cost volumes (training supervises them
+        directly, `scal3r.train.losses.match_loss`)."""
         S, _, H, W = images.shape
         p = 2 * self.cell
         if H % p or W % p:
             raise InputError(f"image size {H}x{W} is not a multiple of the patch size {p}")
         f = self.features(images)  # (S, D, 2h, 2w)
-        gh, gw = f.shape[-2:]
-        f = F.normalize(f.float().flatten(2).transpose(1, 2), dim=-1)  # (S, M, D)
-        coords = cell_coordinates(gh, gw, device=images.device)
+        grid = (f.shape[-2], f.shape[-1])
+        f = f.float().flatten(2).transpose(1, 2)  # (S, M, D)
+        # Centred per frame before normalising (as normalised cross-correlation): what all cells
+        # share (the image's overall colour, the features' common positive part) would otherwise
+        # make every cell resemble every other and flatten the soft-argmax.
+        f = F.normalize(f - f.mean(dim=1, keepdim=True), dim=-1)
         temperature = self.log_temperature.exp()
         previous = torch.cat([f[:1], f[:-1]])
-        flow_ref, conf_ref = soft_match(f, f[:1].expand_as(f), coords, temperature)
-        flow_prev, conf_prev = soft_match(f, previous, coords, temperature)
+        return CostVolumes(match_logits(f, f[:1].expand_as(f), temperature), match_logits(f, previous, temperature), grid)
+
+    def cues(self, images: Tensor, volumes: Optional[CostVolumes] = None) -> Tensor:
+        """images (S, 3, H, W) normalised → per-patch cues (S, h·w, CUE_CHANNELS), float32."""
+        volumes = volumes if volumes is not None else self.cost_volumes(images)
+        S = images.shape[0]
+        gh, gw = volumes.grid
+        coords = cell_coordinates(gh, gw, device=images.device)
+        flow_ref, conf_ref = soft_match(volumes.reference, coords)
+        flow_prev, conf_prev = soft_match(volumes.previous, coords)
         cells = torch.cat([flow_ref, conf_ref[..., None], flow_prev, conf_prev[..., None]], dim=-1)  # (S, M, 6)
         # 2×2 cells → one patch.
         cells = cells.transpose(1, 2).reshape(S, 6, gh, gw)
@@ -100,7 +119,7 @@ class CorrelationEmbedding(nn.Module):
         own = cell_coordinates(gh // 2, gw // 2, device=images.device).expand(S, -1, -1)
         return torch.cat([patches, own], dim=-1)
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, volumes: Optional[CostVolumes] = None) -> Tuple[Tensor, Tensor]:
         """images (S, 3, H, W) normalised → (patch embedding (S, h·w, C), camera embedding (S, C))."""
-        embedding = self.encode(self.cues(images))
+        embedding = self.encode(self.cues(images, volumes))
         return embedding, embedding.mean(dim=1)

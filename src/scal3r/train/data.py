@@ -268,7 +268,9 @@ def chunk_targets(seq: Sequence, frames: Seq[int], max_depth: float) -> Dict[str
     Returns "images" (S, 3, H, W) float32 in [0, 1], "pose_enc" (S, 9) (world-to-camera of each
     frame in the reference camera's frame, translation / scale, quaternion xyzw, FoV h, w),
     "depth" (S, H, W) / scale, "world_points" (S, H, W, 3) / scale in the reference frame,
-    "valid" (S, H, W) bool, "scale" () the chunk's scale in the sequence's units.
+    "valid" (S, H, W) bool, "match_ref" / "match_prev" (S, H, W, 2) where each pixel is seen in
+    the reference / the previous fed frame and their masks "match_ref_valid" / "match_prev_valid"
+    (`true_matches`), "scale" () the chunk's scale in the sequence's units.
     """
     from scal3r.geometry.camera import encode_pose_encoding, invert_rigid
 
@@ -291,6 +293,9 @@ def chunk_targets(seq: Sequence, frames: Seq[int], max_depth: float) -> Dict[str
     if not math.isfinite(scale) or scale <= 0:
         scale = 1.0
     w2c = invert_rigid(c2w_ref)
+    previous = [0] + list(range(len(idx) - 1))
+    match_ref, match_ref_valid = true_matches(points, valid, w2c, K, depth, [0] * len(idx))
+    match_prev, match_prev_valid = true_matches(points, valid, w2c, K, depth, previous)
     w2c[:, :3, 3] /= scale
     # The network's FoV convention: fx = W / 2 / tan(fov_w / 2) (principal point at the centre).
     pose_enc = encode_pose_encoding(w2c, K, H, W)
@@ -301,5 +306,39 @@ def chunk_targets(seq: Sequence, frames: Seq[int], max_depth: float) -> Dict[str
         "depth": torch.from_numpy(np.where(valid, depth / scale, 0.0)).float(),
         "world_points": torch.from_numpy(np.where(valid[..., None], points / scale, 0.0)).float(),
         "valid": torch.from_numpy(valid),
+        "match_ref": torch.from_numpy(match_ref).float(),
+        "match_ref_valid": torch.from_numpy(match_ref_valid),
+        "match_prev": torch.from_numpy(match_prev).float(),
+        "match_prev_valid": torch.from_numpy(match_prev_valid),
         "scale": torch.tensor(scale),
     }
+
+
+# A pixel counts as seen by the other frame when its depth there agrees with the other frame's
+# depth map to this fraction (z-buffer test; the renderer's depth is exact, so this only absorbs
+# the nearest-pixel lookup at depth edges).
+OCCLUSION_TOLERANCE = 0.05
+
+
+def true_matches(points: np.ndarray, valid: np.ndarray, w2c: np.ndarray, K: np.ndarray, depth: np.ndarray,
+                 target: Seq[int]):
+    """Where each pixel of every frame is seen in frame `target[s]`.
+
+    points (S, H, W, 3) in the reference frame, valid (S, H, W), w2c (S, 4, 4) reference → camera
+    (same units as points), K (S, 3, 3), depth (S, H, W). Returns positions (S, H, W, 2) as (x, y)
+    in [−1, 1] over the target image (pixel centres, `scal3r.model.correlation.cell_coordinates`'s
+    convention) and a mask (S, H, W): valid, in front of the target camera, inside its image and
+    not hidden there by something nearer."""
+    S, H, W = valid.shape
+    t = np.asarray(target)
+    cam = np.einsum("sij,shwj->shwi", w2c[t, :3, :3], points) + w2c[t, None, None, :3, 3]
+    z = cam[..., 2]
+    zs = np.where(z > 1e-6, z, 1.0)
+    u = K[t, 0, 0, None, None] * cam[..., 0] / zs + K[t, 0, 2, None, None]
+    v = K[t, 1, 1, None, None] * cam[..., 1] / zs + K[t, 1, 2, None, None]
+    ui, vi = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
+    inside = valid & (z > 1e-6) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+    seen_depth = depth[t[:, None, None], np.clip(vi, 0, H - 1), np.clip(ui, 0, W - 1)]
+    visible = inside & (np.abs(seen_depth - z) <= OCCLUSION_TOLERANCE * z)
+    position = np.stack([(u + 0.5) / W * 2 - 1, (v + 0.5) / H * 2 - 1], axis=-1)
+    return np.where(visible[..., None], position, 0.0), visible

@@ -42,7 +42,7 @@ from scal3r.train.losses import LossConfig, chunk_loss
 
 LOG_FIELDS = ("step", "loss", "camera", "cam_t", "cam_r", "cam_fov", "depth_conf", "depth_grad", "depth_reg",
               "points_conf", "points_grad", "points_reg", "lr_memory", "lr_rest", "grad_norm", "chunks", "frames",
-              "seconds", "sample", "cam_spread")
+              "seconds", "sample", "cam_spread", "match")
 
 
 @dataclass
@@ -204,6 +204,7 @@ class Trainer:
 
         Returns (summed loss terms of this rank's chunks, number of chunks, the sequence)."""
         from scal3r.engine.differentiable import forward_chunks
+        from scal3r.engine.runner import _autocast
 
         cfg = self.cfg
         seq, fed = self._sample(self.step)
@@ -216,8 +217,14 @@ class Trainer:
             outs = forward_chunks(self.model, [t["images"].to(self.device) for t in targets], sync=cfg.sync,
                                   activation_checkpointing=cfg.activation_checkpointing, dtype=self.dtype,
                                   group=self.group)
+            agg = self.model.agg_regator
             loss = 0.0
             for out, tgt in zip(outs, targets):
+                if agg.correlation is not None and cfg.loss.match_weight > 0:
+                    # Recomputed rather than kept from the forward pass: a few conv layers on S
+                    # frames, and the engine stays a pure forward.
+                    with _autocast(self.device, self.dtype):
+                        out = dict(out, cost_volumes=agg.cost_volumes(tgt["images"].to(self.device)))
                 terms = chunk_loss(out, {k: v.to(self.device) for k, v in tgt.items()}, cfg.loss)
                 loss = loss + terms["total"]
                 for k, v in terms.items():
@@ -264,7 +271,7 @@ class Trainer:
 
     def _reduce_terms(self, terms: Dict[str, torch.Tensor], n: int) -> Dict[str, float]:
         names = ["total", "camera", "cam_t", "cam_r", "cam_fov", "depth_conf", "depth_grad", "depth_reg",
-                 "points_conf", "points_grad", "points_reg", "cam_spread"]
+                 "points_conf", "points_grad", "points_reg", "cam_spread", "match"]
         vec = torch.stack([torch.as_tensor(terms.get(k, 0.0), dtype=torch.float32).reshape(()).cpu() for k in names])
         if self.distributed:
             dist.all_reduce(vec, group=self.group)
