@@ -118,3 +118,27 @@ def test_progress_is_reported(model, images):
 def test_bad_input(model, bad_images, ranges, match):
     with pytest.raises(InputError, match=match):
         infer_chunks(model, bad_images, ranges)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_relative_camera_tokens_see_what_a_large_shared_part_hides(seed):
+    """Camera tokens = a shared constant of norm ~150 + per-frame parts of norm ~0.5 (what the
+    from-scratch runs produced): the plain head's poses hardly differ between frames, the head
+    that also reads each token minus the chunk's mean tells them apart."""
+    from scal3r.config import CameraHeadConfig
+    from scal3r.model.heads import CameraHead
+
+    g = torch.Generator().manual_seed(seed)
+    dim = 64
+    shared = torch.randn(dim, generator=g)
+    shared = 150 * shared / shared.norm()
+    own = 0.5 * torch.randn(1, 6, dim, generator=g) / dim ** 0.5
+    features = {0: (shared + own)[:, :, None]}  # (B, S, P=1, C)
+    spreads = {}
+    for relative in (False, True):
+        torch.manual_seed(seed)
+        head = CameraHead(dim, CameraHeadConfig(trunk_depth=1, num_heads=4, init_values=1.0, relative_tokens=relative))
+        with torch.no_grad():
+            pose = head(features, 0)[-1][0]
+        spreads[relative] = float(pose[:, :3].std(0).sum())
+    assert spreads[True] > 20 * spreads[False], spreads

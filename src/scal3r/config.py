@@ -101,6 +101,11 @@ class CameraHeadConfig:
     quat_act: str = "linear"
     fl_act: str = "relu"
     num_iterations: int = 4
+    # Also read each camera token minus the chunk's mean camera token (`CameraHead`); not in the
+    # release. From scratch, the tokens of a chunk's frames share a large constant part (norm ~150,
+    # varying by 0.3 % across frames) that LayerNorm keeps, so the pose read from them was one
+    # pose for every frame — even with the true optical flow added to the tokens.
+    relative_tokens: bool = False
 
 
 @dataclass
@@ -169,7 +174,7 @@ class ModelConfig:
                 memory_layers=(3, 5), intermediate_layers=(1, 3, 4, 5), init_values=1.0,
                 conv_position_embedding=True, correlation_embedding=True,
             ),
-            camera=CameraHeadConfig(trunk_depth=2, num_heads=8, init_values=1.0),
+            camera=CameraHeadConfig(trunk_depth=2, num_heads=8, init_values=1.0, relative_tokens=True),
             points=DPTHeadConfig(4, "inv_log", "expp1", features=48, out_channels=(32, 64, 96, 96)),
             depth=DPTHeadConfig(2, "exp", "expp1", features=48, out_channels=(32, 64, 96, 96)),
         )

@@ -68,6 +68,8 @@ class CameraHead(nn.Module):
             *[Block(dim_in, cfg.num_heads, cfg.mlp_ratio, init_values=cfg.init_values) for _ in range(cfg.trunk_depth)]
         )
         self.token_norm = nn.LayerNorm(dim_in)
+        # What sets a frame apart from the rest of its chunk, at unit scale (see the config).
+        self.relative_norm = nn.LayerNorm(dim_in) if cfg.relative_tokens else None
         self.trunk_norm = nn.LayerNorm(dim_in)
         self.empty_pose_tokens = nn.Parameter(torch.zeros(1, 1, self.target_dim))
         self.embed_pose = nn.Linear(self.target_dim, dim_in)
@@ -84,7 +86,10 @@ class CameraHead(nn.Module):
 
     def forward(self, features: Dict[int, Tensor], last_layer: int) -> List[Tensor]:
         """Returns the activated pose encodings of every iteration, each (B, S, 9)."""
-        tokens = self.token_norm(features[last_layer][:, :, 0])  # camera token of each frame
+        camera = features[last_layer][:, :, 0]  # camera token of each frame (B, S, C)
+        tokens = self.token_norm(camera)
+        if self.relative_norm is not None:
+            tokens = tokens + self.relative_norm(camera - camera.mean(dim=1, keepdim=True))
         B, S, _ = tokens.shape
         estimate = None
         out = []
