@@ -255,6 +255,17 @@ def test_resume_with_another_preset_is_refused(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--match-weight", "--camera-weight"])
+def test_negative_loss_weight_is_one_line_and_writes_nothing(tmp_path, capsys, flag):
+    from scal3r.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--steps", "1", flag, "-1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     ("remove_pose_file", "missing poses_kitti.txt"),
     ("drop_depth_map", "do not match"),

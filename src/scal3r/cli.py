@@ -541,6 +541,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr-rest", type=float, default=None, help="peak learning rate of everything else")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
     p.add_argument("--camera-weight", type=float, default=None, help="weight of the camera loss against depth + points")
+    p.add_argument("--match-weight", type=float, default=None,
+                   help="weight of the correlation embedding's matching term (presets with one; 0 turns it off)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints")
     p.add_argument("--freeze", nargs="*", default=(), metavar="PREFIX", help="parameter-name prefixes to keep fixed")
     p.add_argument("--no-sync", action="store_true", help="each chunk updates its memory alone (ablation)")
@@ -586,11 +588,15 @@ def _run_train(args) -> int:
         data["width"], data["height"] = args.resolution
     if data:
         over["data"] = dataclasses.replace(cfg.data, **data)
-    if args.camera_weight is not None:
-        over["loss"] = dataclasses.replace(cfg.loss, camera_weight=args.camera_weight)
+    loss_over = {k: v for k, v in (("camera_weight", args.camera_weight), ("match_weight", args.match_weight)) if v is not None}
+    if loss_over:
+        over["loss"] = dataclasses.replace(cfg.loss, **loss_over)
     cfg = dataclasses.replace(cfg, **over)
     if cfg.steps < 1:
         raise InputError(f"--steps must be at least 1, got {cfg.steps}")
+    for flag, value in (("--camera-weight", cfg.loss.camera_weight), ("--match-weight", cfg.loss.match_weight)):
+        if not value >= 0:
+            raise InputError(f"{flag} must be a number ≥ 0, got {value}")
     cfg.data.validate()
     device_obj = init_from_env("cuda" if device == "cuda" else "cpu")
     main = is_main_process()
