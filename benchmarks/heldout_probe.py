@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--overlap", type=int, help="frames shared by chunks (default: the training run's)")
     p.add_argument("--step-scale", type=float, nargs=2, metavar=("LO", "HI"),
                    help="speed range, x the scene's metres per frame (default: the training run's final one)")
+    p.add_argument("--pose-refinement", choices=["none", "photometric"], default="none",
+                   help="photometric: the poses refined by direct alignment (scal3r.geometry.photometric)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -83,6 +85,11 @@ def main() -> None:
         with torch.no_grad():
             outs = forward_chunks(model, [t["images"] for t in targets], activation_checkpointing=False)
         for frames, out, tgt in zip(fed, outs, targets):
+            if a.pose_refinement == "photometric":
+                from scal3r.geometry.photometric import refine_pose_encoding
+
+                out["pose_enc"] = refine_pose_encoding(tgt["images"], out["pose_enc"], out["depth"],
+                                                       out["depth_conf"], frames)
             pred_t.append(out["pose_enc"][1:, :3].numpy())
             true_t.append(tgt["pose_enc"][1:, :3].numpy())
             pred_q.append(out["pose_enc"][1:, 3:7].numpy())
@@ -117,7 +124,7 @@ def main() -> None:
     true_angle = angle_deg(TQ)
     r_blind = float(np.abs(np.median(true_angle, axis=0, keepdims=True) - true_angle).mean())
     print(json.dumps({
-        "weights": a.weights, "step": stored.step, "sequences": a.sequences, "chunks": a.chunks,
+        "weights": a.weights, "step": stored.step, "pose_refinement": a.pose_refinement, "sequences": a.sequences, "chunks": a.chunks,
         "scene": a.scene, "resolution": [data.width, data.height], "block_size": data.block_size,
         "step_scale": list(data.step_scale),
         "t_err": round(t_err, 4), "t_blind": round(t_blind, 4), "t_ratio": round(t_err / t_blind, 3),

@@ -105,3 +105,28 @@ def test_without_a_bundled_model_the_demo_says_it_runs_random_weights(tmp_path, 
     assert "UNTRAINED" in stdout + err
     summary = json.loads((out / "reconstruction" / "summary.json").read_text())
     assert summary["model"]["source"] == "random" and not summary["model"]["trained"]
+
+
+def test_models_trained_here_refine_poses_photometrically_by_default(stand_in, frames_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    from scal3r.io.trajectory import read_kitti
+
+    monkeypatch.setenv("SCAL3R_MODELS", str(stand_in))
+    assert _reconstruct(capsys, frames_dir, tmp_path / "default", "--quiet")[0] == 0
+    assert _reconstruct(capsys, frames_dir, tmp_path / "none", "--quiet", "--pose-refinement", "none")[0] == 0
+    default, none = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("default", "none"))
+    assert default["model"]["pose_refinement"] == "photometric"
+    assert none["model"]["pose_refinement"] == "none"
+    a, b = (read_kitti(tmp_path / d / "trajectory_kitti.txt") for d in ("default", "none"))
+    assert not torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-4)
+
+
+def test_weights_without_stored_settings_keep_the_head_poses(tmp_path):
+    from scal3r.pipeline import ReconstructConfig
+    from scal3r.pipeline.run import resolve_model
+
+    # A file without scal3r metadata (the official release's kind): the head's poses, unchanged.
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    resolved = resolve_model(ReconstructConfig(input="x", out=str(tmp_path / "o"), weights=str(plain)))
+    assert resolved.pose_refinement == "none"

@@ -255,6 +255,10 @@ def _add_chunk_options(p) -> None:
                    help="frames shared by consecutive chunks (default: likewise, else 30)")
     p.add_argument("--no-sync", dest="sync", action="store_false", default=True,
                    help="each chunk updates its memory from its own gradient only (the paper's ablation)")
+    p.add_argument("--pose-refinement", choices=("none", "photometric"), default=None,
+                   help="photometric: refine each chunk's poses by direct alignment through the reference "
+                        "frame's predicted depth; none: the camera head's poses (default: what the weights "
+                        "were trained for — photometric for models from `scal3r train`, none otherwise)")
     p.add_argument("--loop", dest="loop", action="store_true", default=True, help="detect and close loops (default)")
     p.add_argument("--no-loop", dest="loop", action="store_false", help="no loop detection")
 
@@ -290,7 +294,7 @@ def _reconstruct_config(args, **overrides):
 
     values = dict(input=getattr(args, "input", None), out=args.out, weights=args.weights, preset=args.preset,
                   model_config=args.config, block_size=args.block_size, overlap=args.overlap, sync=args.sync,
-                  loop=args.loop,
+                  pose_refinement=getattr(args, "pose_refinement", None), loop=args.loop,
                   device=args.device, dtype=args.dtype, resolution=args.resolution, offload=args.offload,
                   seed=args.seed, stride=getattr(args, "stride", 1), fps=getattr(args, "fps", None),
                   max_frames=getattr(args, "max_frames", None), strict=getattr(args, "strict", False),

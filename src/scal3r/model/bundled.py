@@ -65,3 +65,29 @@ def read_stored_model(path: Union[str, Path]) -> StoredModel:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its stored model configuration is unreadable ({e})") from None
     return out
+
+
+def repack(src: Union[str, Path], dst: Union[str, Path], dtype: str = "bf16",
+           inference: Optional[Dict[str, Any]] = None) -> None:
+    """Copy a weights file written by `scal3r train` into `dst` with its floating-point tensors in
+    `dtype` ("bf16" halves the file; the model computes in fp32 on CPU either way) and its
+    `scal3r.inference` defaults updated by `inference` (e.g. {"pose_refinement": "photometric"}
+    for a run started before that default existed). The rest of the metadata is kept."""
+    import torch
+    from safetensors.torch import load_file
+
+    from scal3r.files import atomic_write
+    from scal3r.model.checkpoint import read_metadata
+
+    if dtype not in ("bf16", "fp32"):
+        raise CheckpointError(f"repack: dtype must be bf16 or fp32, got {dtype!r}")
+    meta = dict(read_metadata(src))
+    if _META_MODEL not in meta:
+        raise CheckpointError(f"{src}: no stored model configuration (not written by `scal3r train`)")
+    if inference:
+        meta[_META_INFERENCE] = json.dumps({**json.loads(meta.get(_META_INFERENCE, "{}")), **inference})
+    target = torch.bfloat16 if dtype == "bf16" else torch.float32
+    tensors = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(src)).items()}
+    from safetensors.torch import save_file
+
+    atomic_write(Path(dst), lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -18,6 +18,9 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
 
 
+POSE_REFINEMENTS = ("none", "photometric")
+
+
 @dataclass
 class ReconstructConfig:
     """Settings of one reconstruction.
@@ -45,6 +48,10 @@ class ReconstructConfig:
     block_size: Optional[int] = None  # None: what the weights were trained for, else the release's 60
     overlap: Optional[int] = None  # None: likewise, else 30
     sync: bool = True  # memory gradients summed over all chunks (GCS); False: each chunk alone (ablation)
+    # "photometric": each chunk's poses refined by direct alignment through the reference frame's
+    # predicted depth (scal3r.geometry.photometric); "none": the camera head's poses as they come.
+    # None: what the weights were trained for (models from `scal3r train`: photometric), else none.
+    pose_refinement: Optional[str] = None
     loop: bool = True
     device: str = "auto"
     dtype: str = "auto"
@@ -98,6 +105,8 @@ class ReconstructConfig:
             raise InputError(f"--intrinsics: file not found: {self.intrinsics}")
         if self.output_resolution not in ("network", "input"):
             raise InputError(f"--output-resolution must be network or input, got {self.output_resolution!r}")
+        if self.pose_refinement not in (None,) + POSE_REFINEMENTS:
+            raise InputError(f"--pose-refinement must be one of {', '.join(POSE_REFINEMENTS)}, got {self.pose_refinement!r}")
         if self.max_loops < 0:
             raise InputError(f"max_loops must be >= 0, got {self.max_loops}")
 

@@ -100,8 +100,8 @@ class ResolvedModel:
     """Which network a run uses, and the settings it implies when the user gave none.
 
     weights: the file to load (None: random weights); source: "given", "bundled" or "random";
-    block_size / overlap / resolution: the user's, else what the weights file was trained for,
-    else the release's 60 / 30 / the model's img_size."""
+    block_size / overlap / resolution / pose_refinement: the user's, else what the weights file was
+    trained for, else the release's 60 / 30 / the model's img_size / none."""
 
     config: Any
     weights: Optional[Path]
@@ -109,6 +109,7 @@ class ResolvedModel:
     block_size: int
     overlap: int
     resolution: int
+    pose_refinement: str
     note: Optional[str] = None
 
 
@@ -153,7 +154,8 @@ def resolve_model(config: ReconstructConfig) -> ResolvedModel:
     if config.block_size and not config.overlap:
         overlap = min(overlap, block // 2)  # a user block size with the default overlap ratio
     resolution = config.resolution or int(trained_for.get("resolution", model_cfg.aggregator.img_size))
-    return ResolvedModel(model_cfg, weights, source, block, overlap, resolution, note)
+    refinement = config.pose_refinement or str(trained_for.get("pose_refinement", "none"))
+    return ResolvedModel(model_cfg, weights, source, block, overlap, resolution, refinement, note)
 
 
 def build_model(resolved: ResolvedModel):
@@ -238,6 +240,24 @@ class _TorchFrames:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(self.rows[key]))
+
+
+def _photometric_writer(write, rgb8, chunks, K_given):
+    """`write(chunk index, outputs)` with each chunk's poses first refined by direct alignment
+    (`scal3r.geometry.photometric`) on the frames the network saw."""
+    import torch
+
+    from scal3r.geometry.photometric import refine_pose_encoding
+
+    def refined(b: int, out):
+        frames = [int(i) for i in out["frames"]]
+        images = torch.from_numpy(np.ascontiguousarray(rgb8[frames]))
+        K = torch.from_numpy(K_given[frames[0]]).float() if K_given is not None else None
+        out = dict(out, pose_enc=refine_pose_encoding(images, out["pose_enc"], out["depth"], out.get("depth_conf"),
+                                                      frames, K))
+        return write(b, out)
+
+    return refined
 
 
 def _engine_frames(rgb8):
@@ -383,8 +403,11 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
         network_done = manifest is not None and all_ranks_agree(manifest.done("network"), rank_device)
         with monitor.stage("network", items=len(chunks)):
             if not network_done:
+                write = store.write
+                if resolved.pose_refinement == "photometric":
+                    write = _photometric_writer(store.write, frames.rgb8, chunks, K_given)
                 run_chunks(model, _engine_frames(frames.rgb8), chunks, sync=config.sync, store=state,
-                           device=rank_device, dtype=dtype, progress=progress, on_output=store.write)
+                           device=rank_device, dtype=dtype, progress=progress, on_output=write)
                 if manifest is not None:
                     manifest.finish("network")
         del model
@@ -692,7 +715,7 @@ def _summary(config, resolved, device, dtype, source, frames, ranges, plan, rec,
         "model": {"preset": None if config.model_config else config.preset, "config": config.model_config,
                   "weights": str(resolved.weights) if resolved.weights else None, "source": resolved.source,
                   "sync": bool(config.sync), "block_size": resolved.block_size, "overlap": resolved.overlap,
-                  "trained": trained, "notes": notes},
+                  "pose_refinement": resolved.pose_refinement, "trained": trained, "notes": notes},
         "device": _device_info(device, dtype),
         "versions": _versions(),
         "settings": config.to_dict(),

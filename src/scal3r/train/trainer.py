@@ -375,7 +375,11 @@ def save_model(model, path: Path, cfg: Optional[TrainConfig] = None, step: Optio
         d = cfg.data
         meta["scal3r.train_config"] = json.dumps(cfg.to_dict())
         # What the model was trained on is what it should be run with by default.
-        inference = inference or {"resolution": d.width, "block_size": d.block_size, "overlap": d.overlap}
+        # Poses refined photometrically: a camera head trained here from scratch lags its depth head
+        # by far (docs/training.md), and direct alignment through that depth recovers the
+        # relative poses (scal3r.geometry.photometric).
+        inference = inference or {"resolution": d.width, "block_size": d.block_size, "overlap": d.overlap,
+                                  "pose_refinement": "photometric"}
     if inference is not None:
         meta["scal3r.inference"] = json.dumps(inference)
     if step is not None:
