@@ -98,14 +98,17 @@ def test_a_wrong_depth_scale_scales_the_translation_alone():
     assert dr[1] < 0.1
 
 
-@pytest.fixture(scope="module")
-def city_chunk():
+# Evaluation seeds. On 100 200 the far frames move forward out of much of the reference's view;
+# a start chosen by a cost that counted the pixels leaving the frame picked the head's identity
+# pose there and ended 45 % off (measured before the fix).
+@pytest.fixture(scope="module", params=[100_123, 100_200])
+def city_chunk(request):
     """A chunk of 8 frames of a rendered city drive (the training recipe; an evaluation seed)."""
     from scal3r.chunks import reference_first_order
     from scal3r.train.data import DataConfig, chunk_targets, render_sequence
 
     data = DataConfig(width=168, height=98, block_size=8, overlap=4)
-    seed = 100_123
+    seed = request.param
     seq = render_sequence(data, np.random.default_rng(seed), 8, (seed, seed + 1), scene="city")
     frames = reference_first_order(0, 8)
     return chunk_targets(seq, frames, data.max_depth), seq.K[frames[0]], frames

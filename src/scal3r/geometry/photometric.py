@@ -13,9 +13,10 @@ for every frame of the chunk, which is what the backend's Sim(3) chaining expect
 Gauss–Newton on a left-multiplied increment (rotation ω, translation ν) of the world-to-camera
 pose, coarse to fine over an area-downsampled pyramid, with Huber weights on the residuals (what
 occlusions, specular changes and depth errors produce is heavy-tailed), times the reference
-depth's confidence. Each frame starts from the better (lower robust photometric cost) of the head's
-pose and the pose solved for the frame nearest to it in time, so a frame far from the reference
-starts near its neighbour's answer.
+depth's confidence. Each frame starts from the best (lowest robust photometric cost, on the pixels
+all candidates keep in view) of the head's pose, the pose solved for the frame nearest to it in
+time and that neighbour's pose moved on at constant velocity, so a frame far from the reference
+starts near the answer.
 
 Shapes: images (S, 3, H, W) in [0, 1], fed order (row 0 = the reference); depth (S, H, W);
 intrinsics K (3, 3) in pixels of that image size (pixel i's centre at i + 0.5, as everywhere in
@@ -126,16 +127,19 @@ def _huber_weights(r: Tensor, threshold: float) -> Tensor:
     return 1.0 / torch.clamp(r.abs() / (threshold * scale), min=1.0)
 
 
-def _cost(level: _Level, target: Tensor, K: Tensor, R: Tensor, t: Tensor, threshold: float) -> float:
-    """Robust mean photometric cost of a pose (to pick the better starting pose); pixels that
-    leave the image count at the largest residual, so a pose cannot win by looking away."""
-    r, inside, _ = _residuals(level, target, K, R, t, jacobian=False)
-    if not inside.any():
-        return float("inf")
-    a = r.abs()
-    cap = a[inside].max()
-    a = torch.where(inside, a, cap)
-    return float((level.weight * a.clamp_max(threshold * (1.4826 * a[inside].median() + 1e-6))).mean())
+def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: float):
+    """The starting pose (R, t) of lowest robust photometric cost, counted on the reference pixels
+    that every start keeps inside the frame (a start cannot win by pushing pixels out of view, nor
+    lose because forward motion does)."""
+    residuals = [_residuals(level, target, K, R, t, jacobian=False) for R, t in starts]
+    common = torch.stack([inside for _, inside, _ in residuals]).all(dim=0)
+    if not common.any():
+        return starts[-1]
+    costs = []
+    for r, _, _ in residuals:
+        a = r[common].abs()
+        costs.append(float((level.weight[common] * a.clamp_max(threshold * (1.4826 * a.median() + 1e-6))).mean()))
+    return starts[min(range(len(starts)), key=costs.__getitem__)]
 
 
 def align_frame(levels: Sequence[_Level], frame_grey: Tensor, K: Tensor, R: Tensor, t: Tensor,
@@ -194,7 +198,12 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         target = finest.target(grey)
         neighbour = min(solved, key=lambda j: abs(frames[j] - frames[row]))
         starts = [(w2c[row, :3, :3], w2c[row, :3, 3]), (out[neighbour, :3, :3], out[neighbour, :3, 3])]
-        R, t = min(starts, key=lambda p: _cost(finest, target, K, p[0], p[1], cfg.huber))
+        # Constant velocity: the neighbour's motion from the solved frame as far before it.
+        behind = [j for j in solved if frames[j] == 2 * frames[neighbour] - frames[row]]
+        if behind:
+            moved = out[neighbour] @ torch.linalg.inv(out[behind[0]]) @ out[neighbour]
+            starts.append((moved[:3, :3], moved[:3, 3]))
+        R, t = _best_start(finest, target, K, starts, cfg.huber)
         R, t = align_frame(levels, grey, K, R.clone(), t.clone(), cfg)
         out[row, :3, :3], out[row, :3, 3] = R, t
         solved.add(row)
