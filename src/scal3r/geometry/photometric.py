@@ -13,7 +13,8 @@ for every frame of the chunk, which is what the backend's Sim(3) chaining expect
 Gauss–Newton on a left-multiplied increment (rotation ω, translation ν) of the world-to-camera
 pose, coarse to fine over an area-downsampled pyramid, with Huber weights on the residuals (what
 occlusions, specular changes and depth errors produce is heavy-tailed), times the reference
-depth's confidence. Each frame starts from the best (lowest robust photometric cost, on the pixels
+depth's confidence, and with an affine exposure change per frame (gain and offset, solved with the
+pose as in DSO: cameras adapt their exposure while driving in and out of shade). Each frame starts from the best (lowest robust photometric cost, on the pixels
 all candidates keep in view) of the head's pose, the pose solved for the frame nearest to it in
 time and that neighbour's pose moved on at constant velocity, so a frame far from the reference
 starts near the answer.
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +48,8 @@ class PhotometricConfig:
     # Reference pixels whose depth confidence is below this fraction of the frame's median are
     # left out (sky and far background, where a monocular depth is a guess).
     min_confidence_ratio: float = 0.5
+    # Solve a gain and offset of each frame's intensities with its pose (False: brightness constancy).
+    exposure: bool = True
     # Stop a level when the increment is below this (radians / reference-depth units).
     tolerance: float = 1e-6
 
@@ -96,9 +101,12 @@ class _Level:
         return _with_gradients(F.interpolate(grey, size=self.shape, mode="area"))
 
 
-def _residuals(level: _Level, target: Tensor, K: Tensor, R: Tensor, t: Tensor, jacobian: bool):
+def _residuals(level: _Level, target: Tensor, K: Tensor, R: Tensor, t: Tensor, jacobian: bool,
+               brightness: Tuple[float, float] = (0.0, 0.0)):
     """Photometric residuals of the reference points warped by (R, t) into `target`
-    ((1, 3, h, w) from `_Level.target`) → (r (N,), inside (N,) bool, J (N, 6) or None)."""
+    ((1, 3, h, w) from `_Level.target`), the target's intensities mapped by the affine exposure
+    change exp(α)·I + β, brightness = (α, β) → (r (N,), inside (N,) bool, J (N, 8) or None:
+    columns ω, ν, α, β)."""
     H, W = level.size
     X = level.points @ R.T + t
     z = X[:, 2].clamp_min(1e-6)
@@ -106,20 +114,22 @@ def _residuals(level: _Level, target: Tensor, K: Tensor, R: Tensor, t: Tensor, j
     v = K[1, 1] * X[:, 1] / z + K[1, 2]
     grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], dim=-1)
     sample = F.grid_sample(target, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0]
-    r = sample[0] - level.intensity
+    gain = math.exp(brightness[0])
+    r = gain * sample[0] + brightness[1] - level.intensity
     inside = (grid.abs() < 1).all(dim=-1) & (X[:, 2] > 1e-6)
     if not jacobian:
         return r, inside, None
     h, w = level.shape
     # Gradients per pixel of this level → per full-resolution pixel.
-    gu, gv = sample[1] * (w / W), sample[2] * (h / H)
+    gu, gv = gain * sample[1] * (w / W), gain * sample[2] * (h / H)
     fx, fy = K[0, 0], K[1, 1]
     zero = torch.zeros_like(z)
     du = torch.stack([fx / z, zero, -fx * X[:, 0] / z ** 2], dim=-1)
     dv = torch.stack([zero, fy / z, -fy * X[:, 1] / z ** 2], dim=-1)
     g = gu[:, None] * du + gv[:, None] * dv  # ∂r/∂X (N, 3)
     # X' = exp(ω^) X + ν: ∂X'/∂ω = −[X]×, so ∂r/∂ω = X × g.
-    return r, inside, torch.cat([torch.cross(X, g, dim=-1), g], dim=-1)
+    exposure = torch.stack([gain * sample[0], torch.ones_like(z)], dim=-1)
+    return r, inside, torch.cat([torch.cross(X, g, dim=-1), g, exposure], dim=-1)
 
 
 def _huber_weights(r: Tensor, threshold: float) -> Tensor:
@@ -127,11 +137,11 @@ def _huber_weights(r: Tensor, threshold: float) -> Tensor:
     return 1.0 / torch.clamp(r.abs() / (threshold * scale), min=1.0)
 
 
-def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: float):
+def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: float, brightness):
     """The starting pose (R, t) of lowest robust photometric cost, counted on the reference pixels
     that every start keeps inside the frame (a start cannot win by pushing pixels out of view, nor
     lose because forward motion does)."""
-    residuals = [_residuals(level, target, K, R, t, jacobian=False) for R, t in starts]
+    residuals = [_residuals(level, target, K, R, t, jacobian=False, brightness=brightness) for R, t in starts]
     common = torch.stack([inside for _, inside, _ in residuals]).all(dim=0)
     if not common.any():
         return starts[-1]
@@ -143,16 +153,20 @@ def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: flo
 
 
 def align_frame(levels: Sequence[_Level], frame_grey: Tensor, K: Tensor, R: Tensor, t: Tensor,
-                cfg: PhotometricConfig) -> Tuple[Tensor, Tensor]:
-    """Gauss–Newton from (R, t) over the pyramid → the refined (R, t) (reference → frame)."""
-    eye = torch.eye(6, dtype=R.dtype)
+                cfg: PhotometricConfig, brightness: Tuple[float, float] = (0.0, 0.0)):
+    """Gauss–Newton from (R, t) and the exposure change `brightness` over the pyramid → the refined
+    (R, t) (reference → frame) and brightness (α, β)."""
+    eye = torch.eye(8, dtype=R.dtype)
+    alpha, beta = brightness
     for level in levels:
         target = level.target(frame_grey)
         for _ in range(cfg.iterations):
-            r, inside, J = _residuals(level, target, K, R, t, jacobian=True)
-            if int(inside.sum()) < 6:
+            r, inside, J = _residuals(level, target, K, R, t, jacobian=True, brightness=(alpha, beta))
+            if int(inside.sum()) < 8:
                 break
             r, J, wt = r[inside], J[inside], level.weight[inside]
+            if not cfg.exposure:
+                J = torch.cat([J[:, :6], torch.zeros_like(J[:, 6:])], dim=1)  # α, β stay 0 (damped)
             wt = wt * _huber_weights(r, cfg.huber)
             A = (J * wt[:, None]).T @ J
             b = (J * wt[:, None]).T @ r
@@ -162,10 +176,11 @@ def align_frame(levels: Sequence[_Level], frame_grey: Tensor, K: Tensor, R: Tens
             if not torch.isfinite(step).all():
                 break
             rotation = torch.matrix_exp(_hat(step[:3]))
-            R, t = rotation @ R, rotation @ t + step[3:]
-            if float(step.norm()) < cfg.tolerance:
+            R, t = rotation @ R, rotation @ t + step[3:6]
+            alpha, beta = alpha + float(step[6]), beta + float(step[7])
+            if float(step[:6].norm()) < cfg.tolerance:
                 break
-    return R, t
+    return R, t, (alpha, beta)
 
 
 def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
@@ -192,6 +207,7 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
     out = w2c.clone()
     out[0] = torch.eye(4)
     solved = {0}
+    exposure = {0: (0.0, 0.0)}
     # Nearest in time to the reference first, so each frame can start from a solved neighbour.
     for row in sorted(range(1, S), key=lambda i: abs(frames[i] - frames[0])):
         grey = _grey(images[row])
@@ -203,8 +219,8 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         if behind:
             moved = out[neighbour] @ torch.linalg.inv(out[behind[0]]) @ out[neighbour]
             starts.append((moved[:3, :3], moved[:3, 3]))
-        R, t = _best_start(finest, target, K, starts, cfg.huber)
-        R, t = align_frame(levels, grey, K, R.clone(), t.clone(), cfg)
+        R, t = _best_start(finest, target, K, starts, cfg.huber, exposure[neighbour])
+        R, t, exposure[row] = align_frame(levels, grey, K, R.clone(), t.clone(), cfg, exposure[neighbour])
         out[row, :3, :3], out[row, :3, 3] = R, t
         solved.add(row)
     return out
