@@ -130,3 +130,20 @@ def test_weights_without_stored_settings_keep_the_head_poses(tmp_path):
     torch.save({"w": torch.zeros(1)}, plain)
     resolved = resolve_model(ReconstructConfig(input="x", out=str(tmp_path / "o"), weights=str(plain)))
     assert resolved.pose_refinement == "none"
+
+
+def test_the_shipped_model_loads_without_a_preset():
+    """models/compact.safetensors itself (not a stand-in): its metadata names the model, the
+    settings it was trained for and the pose refinement; the weights fit that model exactly."""
+    from scal3r import Scal3R
+    from scal3r.model.bundled import bundled_path, read_stored_model
+
+    path = bundled_path()
+    assert path.is_file(), f"the bundled model {path} is missing"
+    assert path.stat().st_size <= 50 * 2**20
+    stored = read_stored_model(path)
+    assert stored.config is not None and stored.step is not None
+    assert stored.inference["pose_refinement"] == "photometric"
+    model = Scal3R(stored.config)
+    notes = model.load_checkpoint(path)
+    assert not [n for n in notes if "missing" in n.lower() or "unexpected" in n.lower()], notes

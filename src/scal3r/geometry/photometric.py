@@ -41,7 +41,7 @@ class PhotometricConfig:
     # Downsampling factors, coarse to fine: 4× gives a ~40×25 image at the bundled model's 168×98,
     # whose basin covers the 5–20 px motions between frames of a training-sized chunk.
     levels: Tuple[int, ...] = (4, 2, 1)
-    iterations: int = 12  # Gauss–Newton steps per level (converges in 3–8 on rendered drives)
+    iterations: int = 20  # Gauss–Newton steps per level at most (most levels stop after 3–10)
     # Huber threshold in robust standard deviations of the residual (1.345: 95 % efficiency
     # under Gaussian noise, the usual choice).
     huber: float = 1.345
@@ -50,8 +50,10 @@ class PhotometricConfig:
     min_confidence_ratio: float = 0.5
     # Solve a gain and offset of each frame's intensities with its pose (False: brightness constancy).
     exposure: bool = True
-    # Stop a level when the increment is below this (radians / reference-depth units).
-    tolerance: float = 1e-6
+    # Stop a level when the step is below this (radians, and reference-depth units: the depth is
+    # normalised to ~1, so 1e-4 is a tenth of a millimetre at 1 m); smaller steps change nothing
+    # measurable (4 rendered chunks: 0.5–2.6 % of the motion at 1e-4 and at 1e-6, 35 % less time).
+    tolerance: float = 1e-4
 
 
 def _hat(v: Tensor) -> Tensor:
