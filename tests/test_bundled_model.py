@@ -112,8 +112,13 @@ def test_models_trained_here_refine_poses_photometrically_by_default(stand_in, f
     from scal3r.io.trajectory import read_kitti
 
     monkeypatch.setenv("SCAL3R_MODELS", str(stand_in))
-    assert _reconstruct(capsys, frames_dir, tmp_path / "default", "--quiet")[0] == 0
-    assert _reconstruct(capsys, frames_dir, tmp_path / "none", "--quiet", "--pose-refinement", "none")[0] == 0
+    # A known calibration: the one-step stand-in predicts a degenerate field of view, with which the
+    # refinement would (rightly) keep the head's poses.
+    K = tmp_path / "K.txt"
+    K.write_text("60 0 42\n0 60 28\n0 0 1\n")
+    assert _reconstruct(capsys, frames_dir, tmp_path / "default", "--quiet", "--intrinsics", K)[0] == 0
+    assert _reconstruct(capsys, frames_dir, tmp_path / "none", "--quiet", "--intrinsics", K,
+                        "--pose-refinement", "none")[0] == 0
     default, none = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("default", "none"))
     assert default["model"]["pose_refinement"] == "photometric"
     assert none["model"]["pose_refinement"] == "none"

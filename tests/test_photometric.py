@@ -194,3 +194,22 @@ def test_an_exposure_change_is_solved_with_the_pose():
     constant, _ = _errors(refine_chunk_poses(images, depth, start, K, cfg=PhotometricConfig(exposure=False)), true)
     assert torch.all(dt[1:] < 0.02 * motion), (dt, motion)
     assert constant[1:].mean() > 3 * dt[1:].mean(), (constant, dt)
+
+
+@pytest.mark.parametrize("case", ["zero field of view", "no depth"])
+def test_unusable_inputs_keep_the_head_poses_and_say_so(case):
+    """An untrained network can predict a zero field of view (fx = inf) or no positive depth: the
+    chunk then keeps the head's poses (a warning says why) instead of collapsing to the identity."""
+    true = torch.stack([torch.eye(4, dtype=torch.float64), _pose(_rotation([0, 1, 0], 1.0), [0.05, 0.0, -0.3])])
+    images, depth0, K = _plane_scene(true, seed=4)
+    depth = depth0[None].expand(2, -1, -1).clone()
+    if case == "zero field of view":
+        K = K.clone()
+        K[0, 0] = float("inf")
+    else:
+        depth[:] = 0
+    head = torch.eye(4).expand(2, 4, 4).clone()
+    head[1, :3, 3] = torch.tensor([0.3, -0.1, 0.2])
+    with pytest.warns(UserWarning, match="head's poses are kept"):
+        out = refine_chunk_poses(images, depth, head, K)
+    assert torch.equal(out, head)

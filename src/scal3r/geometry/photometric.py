@@ -30,10 +30,16 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+# Fewer reference pixels with a positive, finite depth than this and a chunk keeps the head's
+# poses: 8 unknowns (6 of pose, 2 of exposure) need several times as many constraints.
+MIN_PIXELS = 64
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class _Level:
         # convention (scal3r.geometry.camera: pixel i spans [i, i + 1], its centre at i + 0.5).
         u = (u.reshape(-1) + 0.5) * (W / w)
         v = (v.reshape(-1) + 0.5) * (H / h)
-        keep = (d > 0) & (wt > 0)
+        keep = (d > 0) & torch.isfinite(d) & (wt > 0)
         self.points = torch.stack([(u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d], dim=-1)[keep]
         self.intensity = intensity[keep]
         self.weight = wt[keep]
@@ -146,7 +152,7 @@ def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: flo
     residuals = [_residuals(level, target, K, R, t, jacobian=False, brightness=brightness) for R, t in starts]
     common = torch.stack([inside for _, inside, _ in residuals]).all(dim=0)
     if not common.any():
-        return starts[-1]
+        return starts[0]
     costs = []
     for r, _, _ in residuals:
         a = r[common].abs()
@@ -194,8 +200,14 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
     w2c (S, 4, 4) the head's reference-to-camera poses (starting points); K (3, 3) pixels;
     confidence (S, H, W) the depth confidence (row 0 used) or None; frames (S,) the rows' frame
     indices (to start each frame from its nearest neighbour in time; default: row order).
-    Returns (S, 4, 4) float32, row 0 the identity."""
+    Returns (S, 4, 4) float32, row 0 the identity; `w2c` unchanged (with a warning) when the
+    intrinsics are degenerate or the reference has too few pixels with a usable depth to align on
+    (e.g. an untrained network's zero field of view or non-positive depth)."""
     images, depth, w2c, K = images.float(), depth.float(), w2c.float(), K.float()
+    if not (torch.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        warnings.warn("photometric pose refinement skipped for a chunk: degenerate intrinsics "
+                      f"(fx {float(K[0, 0]):.3g}, fy {float(K[1, 1]):.3g}); the head's poses are kept")
+        return w2c
     S = images.shape[0]
     frames = list(frames) if frames is not None else list(range(S))
     weight = torch.ones_like(depth[0])
@@ -206,6 +218,10 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
     reference = _grey(images[0])
     levels = [_Level(reference, depth[0], weight, K, f) for f in cfg.levels]
     finest = levels[-1]
+    if finest.points.shape[0] < MIN_PIXELS:
+        warnings.warn(f"photometric pose refinement skipped for a chunk: {finest.points.shape[0]} reference pixels "
+                      "with a usable depth; the head's poses are kept")
+        return w2c
     out = w2c.clone()
     out[0] = torch.eye(4)
     solved = {0}
