@@ -46,7 +46,9 @@ def main() -> None:
     p.add_argument("--overlap", type=int, help="frames shared by chunks (default: the training run's)")
     p.add_argument("--step-scale", type=float, nargs=2, metavar=("LO", "HI"),
                    help="speed range, x the scene's metres per frame (default: the training run's final one)")
-    p.add_argument("--pose-refinement", choices=["none", "photometric"], default="none",
+    from scal3r.pipeline.config import POSE_REFINEMENTS
+
+    p.add_argument("--pose-refinement", choices=POSE_REFINEMENTS, default="none",
                    help="photometric: the poses refined by direct alignment (scal3r.geometry.photometric)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

@@ -255,7 +255,9 @@ def _add_chunk_options(p) -> None:
                    help="frames shared by consecutive chunks (default: likewise, else 30)")
     p.add_argument("--no-sync", dest="sync", action="store_false", default=True,
                    help="each chunk updates its memory from its own gradient only (the paper's ablation)")
-    p.add_argument("--pose-refinement", choices=("none", "photometric"), default=None,
+    from scal3r.pipeline.config import POSE_REFINEMENTS
+
+    p.add_argument("--pose-refinement", choices=POSE_REFINEMENTS, default=None,
                    help="photometric: refine each chunk's poses by direct alignment through the reference "
                         "frame's predicted depth; none: the camera head's poses (default: what the weights "
                         "were trained for — photometric for models from `scal3r train`, none otherwise)")

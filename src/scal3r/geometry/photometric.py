@@ -140,9 +140,13 @@ def _residuals(level: _Level, target: Tensor, K: Tensor, R: Tensor, t: Tensor, j
     return r, inside, torch.cat([torch.cross(X, g, dim=-1), g, exposure], dim=-1)
 
 
+def _robust_scale(r: Tensor) -> Tensor:
+    """Robust standard deviation of residuals (1.4826 × the median absolute value)."""
+    return 1.4826 * r.abs().median() + 1e-6
+
+
 def _huber_weights(r: Tensor, threshold: float) -> Tensor:
-    scale = 1.4826 * r.abs().median() + 1e-6  # robust standard deviation (MAD)
-    return 1.0 / torch.clamp(r.abs() / (threshold * scale), min=1.0)
+    return 1.0 / torch.clamp(r.abs() / (threshold * _robust_scale(r)), min=1.0)
 
 
 def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: float, brightness):
@@ -156,7 +160,7 @@ def _best_start(level: _Level, target: Tensor, K: Tensor, starts, threshold: flo
     costs = []
     for r, _, _ in residuals:
         a = r[common].abs()
-        costs.append(float((level.weight[common] * a.clamp_max(threshold * (1.4826 * a.median() + 1e-6))).mean()))
+        costs.append(float((level.weight[common] * a.clamp_max(threshold * _robust_scale(a))).mean()))
     return starts[min(range(len(starts)), key=costs.__getitem__)]
 
 

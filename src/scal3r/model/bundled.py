@@ -74,7 +74,7 @@ def repack(src: Union[str, Path], dst: Union[str, Path], dtype: str = "bf16",
     `scal3r.inference` defaults updated by `inference` (e.g. {"pose_refinement": "photometric"}
     for a run started before that default existed). The rest of the metadata is kept."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     from scal3r.files import atomic_write
     from scal3r.model.checkpoint import read_metadata
@@ -88,6 +88,5 @@ def repack(src: Union[str, Path], dst: Union[str, Path], dtype: str = "bf16",
         meta[_META_INFERENCE] = json.dumps({**json.loads(meta.get(_META_INFERENCE, "{}")), **inference})
     target = torch.bfloat16 if dtype == "bf16" else torch.float32
     tensors = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(src)).items()}
-    from safetensors.torch import save_file
 
     atomic_write(Path(dst), lambda tmp: save_file(tensors, tmp, metadata=meta))
