@@ -25,11 +25,13 @@ class TerminalProgress:
         self.min_interval = min_interval
         self._stage: Optional[str] = None
         self._start = 0.0
+        self._first_done = 0
         self._last = 0.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         """`stage` may carry a detail after " · " (e.g. the current loss), shown but not part of
-        the stage's identity (the rate is measured over the whole stage)."""
+        the stage's identity (the rate is measured over the whole stage, from the first count it
+        reported: a resumed run that starts at 900 of 1800 has done 0 steps in this process)."""
         if self.quiet:
             return
         stage, _, detail = stage.partition(" · ")
@@ -37,13 +39,13 @@ class TerminalProgress:
         if stage != self._stage:
             if self._stage is not None:
                 sys.stderr.write("\n")
-            self._stage, self._start, self._last = stage, now, 0.0
+            self._stage, self._start, self._first_done, self._last = stage, now, done, 0.0
         finished = total > 0 and done >= total
         if not finished and now - self._last < self.min_interval:
             return
         self._last = now
         elapsed = now - self._start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
         if total > 0:
             eta_text = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
             line = f"{stage}: {done}/{total} ({rate:.2f}/s, ETA {eta_text})"
