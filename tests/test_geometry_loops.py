@@ -3,7 +3,8 @@ import pytest
 
 from scal3r.errors import InputError
 from scal3r.geometry.loops import (LoopCandidate, LoopConfig, compose_loop_constraint, find_loop_candidates,
-                                   loop_chunk_frames, split_loop_ends, thumbnail_descriptors)
+                                   loop_chunk_frames, loop_chunk_times, split_loop_ends,
+                                   thumbnail_descriptors)
 from scal3r.geometry.sim3 import sim3_exp, sim3_inverse
 
 
@@ -63,6 +64,17 @@ def test_loop_chunk_frames_stay_inside_each_ends_chunk():
     np.testing.assert_array_equal(b, np.arange(120, 140))
     with pytest.raises(InputError, match="inside chunk"):
         loop_chunk_frames(LoopCandidate(95, 110, 0.95), ranges)
+
+
+def test_loop_chunk_times_join_the_two_ends_at_the_revisit():
+    ranges = [(0, 60), (30, 90), (60, 120), (90, 150), (120, 180)]
+    cand = LoopCandidate(2, 175, 0.95)
+    frames = loop_chunk_frames(cand, ranges, window=10)
+    fed = np.concatenate([frames[25:], frames[:25]])  # any order: each time goes with its frame
+    times = loop_chunk_times(cand, fed)
+    expected = np.where(fed < 100, fed + 173, fed)
+    np.testing.assert_array_equal(times, expected)
+    assert times[list(fed).index(2)] == times[list(fed).index(175)] == 175
 
 
 def test_composed_constraint_and_its_information():

@@ -213,3 +213,52 @@ def test_unusable_inputs_keep_the_head_poses_and_say_so(case):
     with pytest.warns(UserWarning, match="head's poses are kept"):
         out = refine_chunk_poses(images, depth, head, K)
     assert torch.equal(out, head)
+
+
+def _loop_chunk_scene(step, seed):
+    """A loop chunk: frames 0–7 and 232–239 of a 240-frame drive that reaches frames 0–7 again
+    right after 239, fed in network order (reference: frame 7). Returns (rgb8 of all 240 frames,
+    the chunk's outputs with the collapsed head's identity poses, its true poses, K)."""
+    from scal3r.chunks import feed_order
+
+    frames = feed_order(list(range(0, 8)) + list(range(232, 240)))
+    along = [f + 8 if f < 8 else f - 232 for f in frames]  # position on the path, in frames
+    T = [_pose(_rotation([0, 1, 0], 0.3 * k), [step * k, 0.0, -0.3 * step * k]) for k in along]
+    true = torch.stack([t @ torch.linalg.inv(T[0]) for t in T])  # reference → camera
+    images, depth0, K = _plane_scene(true, seed=seed)
+    H, W = images.shape[-2:]
+    rgb8 = np.zeros((240, 3, H, W), dtype=np.uint8)
+    rgb8[frames] = (images * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    S = len(frames)
+    enc = encode_pose_encoding(np.eye(4)[None].repeat(S, 0), K.double().numpy()[None].repeat(S, 0), H, W)
+    out = {"frames": torch.tensor(frames), "pose_enc": torch.from_numpy(enc).float(),
+           "depth": depth0[None, ..., None].expand(S, -1, -1, 1).clone(), "depth_conf": torch.ones(S, H, W)}
+    return rgb8, out, true, K
+
+
+@pytest.mark.parametrize("step, seed", [(0.1, 3), (0.25, 4)])
+def test_a_loop_chunk_is_refined_on_its_revisit_time_line(step, seed):
+    """In frame numbers the loop chunk's far end (232–239) is a whole drive away from every solved
+    frame and starts from the reference's pose, 8–15 frames off; on `loop_chunk_times`' time line
+    (what the pipeline's refinement uses for loop chunks) 239 starts from its revisit partner 0."""
+    from scal3r.geometry.loops import LoopCandidate
+    from scal3r.pipeline.run import _photometric_writer
+
+    rgb8, out, true, K = _loop_chunk_scene(step, seed)
+    K_given = K.numpy()[None].repeat(240, 0)
+    written = {}
+    write = _photometric_writer(lambda b, o: written.__setitem__(b, o), rgb8, K_given, 59, [LoopCandidate(0, 239, 0.9)])
+    write(59, out)  # chunk 59: the first loop chunk after 59 sequential ones
+    write(0, out)  # the same rows as a sequential chunk: refined in frame numbers
+    H, W = rgb8.shape[-2:]
+    motion = true[:, :3, 3].norm(dim=-1)
+    far = torch.tensor([f >= 232 for f in out["frames"].tolist()])
+    near = ~far
+    near[0] = False  # the reference
+    # Bound: a tenth of one frame's motion. The frames are uint8 here (as in the pipeline), which
+    # leaves a few mm whatever the motion; a far end that failed is off by 0.5–60× its motion.
+    dt_loop, _ = _errors(_w2c_from_enc(written[59]["pose_enc"]), true)
+    assert torch.all(dt_loop[1:] < 0.1 * step), dt_loop
+    dt_raw, _ = _errors(_w2c_from_enc(written[0]["pose_enc"]), true)
+    assert torch.all(dt_raw[near] < 0.1 * step)  # the reference's own end is unaffected
+    assert (dt_raw[far] / motion[far]).max() > 0.5  # and the far end fails in frame numbers

@@ -256,6 +256,20 @@ def loop_chunk_frames(candidate: LoopCandidate, chunk_ranges: Sequence[Tuple[int
     return np.array(frames, dtype=np.int64)
 
 
+def loop_chunk_times(candidate: LoopCandidate, frames: Sequence[int]) -> np.ndarray:
+    """(n,) a loop chunk's frames on one time line that joins its two ends at the revisit.
+
+    The end holding `frame_a` is shifted by `frame_b - frame_a`, so `frame_a` falls on `frame_b`:
+    the candidate says the two were taken from about the same place, so per-frame work that starts
+    each frame from its nearest neighbour in time (the photometric pose refinement) starts the
+    first frame of the far end from its revisit partner, not from a frame a whole drive away.
+    """
+    f = np.asarray(frames, dtype=np.int64)
+    end_a, _ = split_loop_ends(f)
+    in_a = np.isin(f, end_a) if candidate.frame_a in set(end_a.tolist()) else ~np.isin(f, end_a)
+    return np.where(in_a, f + (candidate.frame_b - candidate.frame_a), f)
+
+
 def split_loop_ends(frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Split a loop chunk's frames into its two ends at the largest gap between sorted frames."""
     f = np.sort(np.asarray(frames, dtype=np.int64))

@@ -203,7 +203,8 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
     images (S, 3, H, W) in [0, 1], row 0 the reference; depth (S, H, W) (only row 0 is used);
     w2c (S, 4, 4) the head's reference-to-camera poses (starting points); K (3, 3) pixels;
     confidence (S, H, W) the depth confidence (row 0 used) or None; frames (S,) the rows' frame
-    indices (to start each frame from its nearest neighbour in time; default: row order).
+    indices or times, several rows may share one (to start each frame from its nearest solved
+    neighbour in time; default: row order).
     Returns (S, 4, 4) float32, row 0 the identity; `w2c` unchanged (with a warning) when the
     intrinsics are degenerate or the reference has too few pixels with a usable depth to align on
     (e.g. an untrained network's zero field of view or non-positive depth)."""

@@ -242,19 +242,23 @@ class _TorchFrames:
         return torch.from_numpy(np.ascontiguousarray(self.rows[key]))
 
 
-def _photometric_writer(write, rgb8, chunks, K_given):
+def _photometric_writer(write, rgb8, K_given, n_sequential: int, loop_candidates):
     """`write(chunk index, outputs)` with each chunk's poses first refined by direct alignment
-    (`scal3r.geometry.photometric`) on the frames the network saw."""
+    (`scal3r.geometry.photometric`) on the frames the network saw. Chunks from `n_sequential` on
+    are loop chunks, one per candidate: their two ends are joined on one time line at the
+    revisit (`loop_chunk_times`), so each end's first frame starts from its partner's pose."""
     import torch
 
+    from scal3r.geometry.loops import loop_chunk_times
     from scal3r.geometry.photometric import refine_pose_encoding
 
     def refined(b: int, out):
         frames = [int(i) for i in out["frames"]]
+        times = frames if b < n_sequential else loop_chunk_times(loop_candidates[b - n_sequential], frames).tolist()
         images = torch.from_numpy(np.ascontiguousarray(rgb8[frames]))
         K = torch.from_numpy(K_given[frames[0]]).float() if K_given is not None else None
         out = dict(out, pose_enc=refine_pose_encoding(images, out["pose_enc"], out["depth"], out.get("depth_conf"),
-                                                      frames, K))
+                                                      times, K))
         return write(b, out)
 
     return refined
@@ -405,7 +409,7 @@ def _reconstruct(config: ReconstructConfig, progress: Optional[ProgressFn], caug
             if not network_done:
                 write = store.write
                 if resolved.pose_refinement == "photometric":
-                    write = _photometric_writer(store.write, frames.rgb8, chunks, K_given)
+                    write = _photometric_writer(store.write, frames.rgb8, K_given, len(ranges), plan.candidates)
                 run_chunks(model, _engine_frames(frames.rgb8), chunks, sync=config.sync, store=state,
                            device=rank_device, dtype=dtype, progress=progress, on_output=write)
                 if manifest is not None:
