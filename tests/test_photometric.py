@@ -19,9 +19,10 @@ def _rotation(axis, degrees):
     return torch.matrix_exp(hat)
 
 
-def _plane_scene(poses, H=60, W=96, seed=0):
+def _plane_scene(poses, H=60, W=96, seed=0, every_depth=False):
     """Images of a textured slanted plane seen by cameras `poses` (reference → camera, (S, 4, 4)
-    float64, row 0 the identity) and the reference depth. The texture is a sum of random sinusoids
+    float64, row 0 the identity) and the reference depth (every view's, (S, H, W), with
+    `every_depth`). The texture is a sum of random sinusoids
     of the plane's own coordinates, so every view is exact (no resampling of another image)."""
     g = np.random.default_rng(seed)
     K = torch.from_numpy(intrinsics_from_fov(math.radians(45), math.radians(65), H, W)).double()
@@ -38,7 +39,7 @@ def _plane_scene(poses, H=60, W=96, seed=0):
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
                           indexing="ij")
     rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
-    images, depth0 = [], None
+    images, depths = [], []
     for T in poses:
         R, t = T[:3, :3], T[:3, 3]
         # Camera centre and rays in the reference frame.
@@ -50,9 +51,9 @@ def _plane_scene(poses, H=60, W=96, seed=0):
         phase = a[..., None] * freqs[:, 0] + b[..., None] * freqs[:, 1] + phases
         tex = 0.5 + 0.5 * torch.tanh((amps * torch.sin(phase)).sum(-1))
         images.append(torch.stack([tex, 0.8 * tex + 0.1, 1 - tex]))
-        if depth0 is None:
-            depth0 = s  # the reference's rays have z = 1: the ray parameter is the depth
-    return torch.stack(images).float(), depth0.float(), K.float()
+        depths.append(s)  # each view's rays have z = 1 in its own frame: the ray parameter is the depth
+    depth = torch.stack(depths) if every_depth else depths[0]
+    return torch.stack(images).float(), depth.float(), K.float()
 
 
 def _pose(R, t):
@@ -225,22 +226,23 @@ def _loop_chunk_scene(step, seed):
     along = [f + 8 if f < 8 else f - 232 for f in frames]  # position on the path, in frames
     T = [_pose(_rotation([0, 1, 0], 0.3 * k), [step * k, 0.0, -0.3 * step * k]) for k in along]
     true = torch.stack([t @ torch.linalg.inv(T[0]) for t in T])  # reference → camera
-    images, depth0, K = _plane_scene(true, seed=seed)
+    images, depth, K = _plane_scene(true, seed=seed, every_depth=True)
     H, W = images.shape[-2:]
     rgb8 = np.zeros((240, 3, H, W), dtype=np.uint8)
     rgb8[frames] = (images * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     S = len(frames)
     enc = encode_pose_encoding(np.eye(4)[None].repeat(S, 0), K.double().numpy()[None].repeat(S, 0), H, W)
     out = {"frames": torch.tensor(frames), "pose_enc": torch.from_numpy(enc).float(),
-           "depth": depth0[None, ..., None].expand(S, -1, -1, 1).clone(), "depth_conf": torch.ones(S, H, W)}
+           "depth": depth[..., None], "depth_conf": torch.ones(S, H, W)}
     return rgb8, out, true, K
 
 
 @pytest.mark.parametrize("step, seed", [(0.1, 3), (0.25, 4)])
 def test_a_loop_chunk_is_refined_on_its_revisit_time_line(step, seed):
-    """In frame numbers the loop chunk's far end (232–239) is a whole drive away from every solved
-    frame and starts from the reference's pose, 8–15 frames off; on `loop_chunk_times`' time line
-    (what the pipeline's refinement uses for loop chunks) 239 starts from its revisit partner 0."""
+    """In frame numbers, against the network's reference (frame 7), the loop chunk's far end
+    (232–239) is a whole drive away from every solved frame and starts from the reference's pose,
+    8–15 frames off. The pipeline refines a loop chunk on `loop_chunk_times`' time line, against
+    the revisit frame 0: 239 starts from its partner's pose and no frame is over 8 frames away."""
     from scal3r.geometry.loops import LoopCandidate
     from scal3r.pipeline.run import _photometric_writer
 

@@ -197,17 +197,19 @@ def align_frame(levels: Sequence[_Level], frame_grey: Tensor, K: Tensor, R: Tens
 
 def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
                        confidence: Optional[Tensor] = None, frames: Optional[Sequence[int]] = None,
-                       cfg: PhotometricConfig = PhotometricConfig()) -> Tensor:
+                       cfg: PhotometricConfig = PhotometricConfig(), anchor: int = 0) -> Tensor:
     """Poses of a chunk's frames against its reference by direct alignment.
 
-    images (S, 3, H, W) in [0, 1], row 0 the reference; depth (S, H, W) (only row 0 is used);
-    w2c (S, 4, 4) the head's reference-to-camera poses (starting points); K (3, 3) pixels;
-    confidence (S, H, W) the depth confidence (row 0 used) or None; frames (S,) the rows' frame
-    indices or times, several rows may share one (to start each frame from its nearest solved
-    neighbour in time; default: row order).
-    Returns (S, 4, 4) float32, row 0 the identity; `w2c` unchanged (with a warning) when the
-    intrinsics are degenerate or the reference has too few pixels with a usable depth to align on
-    (e.g. an untrained network's zero field of view or non-positive depth)."""
+    images (S, 3, H, W) in [0, 1], row 0 the reference; depth (S, H, W) (only the anchor's row is
+    used); w2c (S, 4, 4) the head's reference-to-camera poses (starting points); K (3, 3) pixels;
+    confidence (S, H, W) the depth confidence (the anchor's row used) or None; frames (S,) the rows'
+    frame indices or times, several rows may share one (to start each frame from its nearest
+    solved neighbour in time; default: row order); anchor: the row every frame is aligned against
+    (default the reference; a loop chunk's revisit frame keeps both ends near it), its depth
+    setting the translations' unit.
+    Returns (S, 4, 4) float32 reference-to-camera, row 0 the identity; `w2c` unchanged (with a
+    warning) when the intrinsics are degenerate or the anchor has too few pixels with a usable
+    depth to align on (e.g. an untrained network's zero field of view or non-positive depth)."""
     images, depth, w2c, K = images.float(), depth.float(), w2c.float(), K.float()
     if not (torch.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         warnings.warn("photometric pose refinement skipped for a chunk: degenerate intrinsics "
@@ -215,28 +217,30 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         return w2c
     S = images.shape[0]
     frames = list(frames) if frames is not None else list(range(S))
-    weight = torch.ones_like(depth[0])
+    weight = torch.ones_like(depth[anchor])
     if confidence is not None:
-        c = confidence[0].float()
+        c = confidence[anchor].float()
         weight = torch.where(c >= cfg.min_confidence_ratio * c.median(), c / c.median().clamp_min(1e-12),
                              torch.zeros_like(c))
-    reference = _grey(images[0])
-    levels = [_Level(reference, depth[0], weight, K, f) for f in cfg.levels]
+    reference = _grey(images[anchor])
+    levels = [_Level(reference, depth[anchor], weight, K, f) for f in cfg.levels]
     finest = levels[-1]
     if finest.points.shape[0] < MIN_PIXELS:
         warnings.warn(f"photometric pose refinement skipped for a chunk: {finest.points.shape[0]} reference pixels "
                       "with a usable depth; the head's poses are kept")
         return w2c
-    out = w2c.clone()
-    out[0] = torch.eye(4)
-    solved = {0}
-    exposure = {0: (0.0, 0.0)}
-    # Nearest in time to the reference first, so each frame can start from a solved neighbour.
-    for row in sorted(range(1, S), key=lambda i: abs(frames[i] - frames[0])):
+    # The head's poses as starting points, made relative to the anchor.
+    head = w2c if anchor == 0 else w2c @ torch.linalg.inv(w2c[anchor])
+    out = head.clone()
+    out[anchor] = torch.eye(4)
+    solved = {anchor}
+    exposure = {anchor: (0.0, 0.0)}
+    # Nearest in time to the anchor first, so each frame can start from a solved neighbour.
+    for row in sorted((r for r in range(S) if r != anchor), key=lambda i: abs(frames[i] - frames[anchor])):
         grey = _grey(images[row])
         target = finest.target(grey)
         neighbour = min(solved, key=lambda j: abs(frames[j] - frames[row]))
-        starts = [(w2c[row, :3, :3], w2c[row, :3, 3]), (out[neighbour, :3, :3], out[neighbour, :3, 3])]
+        starts = [(head[row, :3, :3], head[row, :3, 3]), (out[neighbour, :3, :3], out[neighbour, :3, 3])]
         # Constant velocity: the neighbour's motion from the solved frame as far before it.
         behind = [j for j in solved if frames[j] == 2 * frames[neighbour] - frames[row]]
         if behind:
@@ -246,18 +250,22 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         R, t, exposure[row] = align_frame(levels, grey, K, R.clone(), t.clone(), cfg, exposure[neighbour])
         out[row, :3, :3], out[row, :3, 3] = R, t
         solved.add(row)
+    if anchor == 0:
+        return out
+    out = out @ torch.linalg.inv(out[0])  # anchor → camera into reference → camera
+    out[0] = torch.eye(4)
     return out
 
 
 def refine_pose_encoding(images: Tensor, pose_enc: Tensor, depth: Tensor, confidence: Optional[Tensor] = None,
                          frames: Optional[Sequence[int]] = None, K: Optional[Tensor] = None,
-                         cfg: PhotometricConfig = PhotometricConfig()) -> Tensor:
+                         cfg: PhotometricConfig = PhotometricConfig(), anchor: int = 0) -> Tensor:
     """A chunk's network outputs with the poses refined by `refine_chunk_poses`.
 
     images (S, 3, H, W) in [0, 1] (uint8 is scaled), fed order; pose_enc (S, 9); depth (S, H, W)
     or (S, H, W, 1); confidence (S, H, W) or None; K (3, 3) known intrinsics at this size, else the
-    reference row's predicted field of view. Returns (S, 9) float32: translation and rotation
-    replaced, the fields of view as predicted."""
+    reference row's predicted field of view; anchor: the row aligned against (`refine_chunk_poses`).
+    Returns (S, 9) float32: translation and rotation replaced, the fields of view as predicted."""
     from scal3r.geometry.camera import decode_pose_encoding_torch, rotation_to_quat
 
     if images.dtype == torch.uint8:
@@ -268,7 +276,7 @@ def refine_pose_encoding(images: Tensor, pose_enc: Tensor, depth: Tensor, confid
     pose_enc = pose_enc.float()
     w2c, K_pred = decode_pose_encoding_torch(pose_enc, H, W)
     K = K.float() if K is not None else K_pred[0]
-    refined = refine_chunk_poses(images, depth, w2c, K, confidence, frames, cfg)
+    refined = refine_chunk_poses(images, depth, w2c, K, confidence, frames, cfg, anchor)
     out = pose_enc.clone()
     out[:, :3] = refined[:, :3, 3]
     out[:, 3:7] = torch.from_numpy(rotation_to_quat(refined[:, :3, :3].double().numpy())).float()

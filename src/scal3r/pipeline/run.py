@@ -246,7 +246,10 @@ def _photometric_writer(write, rgb8, K_given, n_sequential: int, loop_candidates
     """`write(chunk index, outputs)` with each chunk's poses first refined by direct alignment
     (`scal3r.geometry.photometric`) on the frames the network saw. Chunks from `n_sequential` on
     are loop chunks, one per candidate: their two ends are joined on one time line at the
-    revisit (`loop_chunk_times`), so each end's first frame starts from its partner's pose."""
+    revisit (`loop_chunk_times`), so each end's first frame starts from its partner's pose, and
+    every frame is aligned against the revisit frame (`frame_a`), which both ends lie near
+    (against the network's reference, the middle of the sorted frames, the far edge of one end
+    would be a whole window plus the other end away)."""
     import torch
 
     from scal3r.geometry.loops import loop_chunk_times
@@ -254,11 +257,14 @@ def _photometric_writer(write, rgb8, K_given, n_sequential: int, loop_candidates
 
     def refined(b: int, out):
         frames = [int(i) for i in out["frames"]]
-        times = frames if b < n_sequential else loop_chunk_times(loop_candidates[b - n_sequential], frames).tolist()
+        times, anchor = frames, 0
+        if b >= n_sequential:
+            candidate = loop_candidates[b - n_sequential]
+            times, anchor = loop_chunk_times(candidate, frames).tolist(), frames.index(candidate.frame_a)
         images = torch.from_numpy(np.ascontiguousarray(rgb8[frames]))
         K = torch.from_numpy(K_given[frames[0]]).float() if K_given is not None else None
         out = dict(out, pose_enc=refine_pose_encoding(images, out["pose_enc"], out["depth"], out.get("depth_conf"),
-                                                      times, K))
+                                                      times, K, anchor=anchor))
         return write(b, out)
 
     return refined
