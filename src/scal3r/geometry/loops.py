@@ -265,9 +265,9 @@ def loop_chunk_times(candidate: LoopCandidate, frames: Sequence[int]) -> np.ndar
     first frame of the far end from its revisit partner, not from a frame a whole drive away.
     """
     f = np.asarray(frames, dtype=np.int64)
-    end_a, _ = split_loop_ends(f)
-    in_a = np.isin(f, end_a) if candidate.frame_a in set(end_a.tolist()) else ~np.isin(f, end_a)
-    return np.where(in_a, f + (candidate.frame_b - candidate.frame_a), f)
+    lower, upper = split_loop_ends(f)
+    holding_a = lower if candidate.frame_a in lower else upper
+    return np.where(np.isin(f, holding_a), f + (candidate.frame_b - candidate.frame_a), f)
 
 
 def split_loop_ends(frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -229,7 +229,8 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         warnings.warn(f"photometric pose refinement skipped for a chunk: {finest.points.shape[0]} reference pixels "
                       "with a usable depth; the head's poses are kept")
         return w2c
-    # The head's poses as starting points, made relative to the anchor.
+    # The head's poses as starting points, relative to the anchor (against the reference they
+    # are used as predicted, the reference's own predicted pose included).
     head = w2c if anchor == 0 else w2c @ torch.linalg.inv(w2c[anchor])
     out = head.clone()
     out[anchor] = torch.eye(4)
@@ -250,9 +251,7 @@ def refine_chunk_poses(images: Tensor, depth: Tensor, w2c: Tensor, K: Tensor,
         R, t, exposure[row] = align_frame(levels, grey, K, R.clone(), t.clone(), cfg, exposure[neighbour])
         out[row, :3, :3], out[row, :3, 3] = R, t
         solved.add(row)
-    if anchor == 0:
-        return out
-    out = out @ torch.linalg.inv(out[0])  # anchor → camera into reference → camera
+    out = out @ torch.linalg.inv(out[0])  # anchor → camera into reference → camera (exact for anchor 0)
     out[0] = torch.eye(4)
     return out
 
